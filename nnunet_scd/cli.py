@@ -1,0 +1,43 @@
+"""The ``nnunet-scd`` command.
+
+Every subcommand lives in its own module, which exposes ``add_parser(subparsers)``. The parser
+setup of those modules imports nothing heavy, so ``--help`` stays fast; the work imports torch
+and nnU-Net only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Order is the order shown by --help.
+SUBCOMMAND_MODULES = (
+    "nnunet_scd.commands.demo",
+    "nnunet_scd.commands.env",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-scd",
+        description="Token-sparse transformers (SCD) and joint search compression for nnU-Net v2.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("\nInterrupted. Finished steps are kept; rerun the same command to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

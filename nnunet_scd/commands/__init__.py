@@ -1,0 +1,1 @@
+"""Subcommands of ``nnunet-scd``; each module exposes ``add_parser(subparsers)``."""
