@@ -1,0 +1,332 @@
+"""Synthetic abdominal-CT-like phantoms written as an nnU-Net v2 raw dataset.
+
+Each case is an axial stack of a torso: air around an elliptic body with subcutaneous fat and an
+abdominal muscle wall, a vertebra with paraspinal muscles, fat/bowel clutter inside, and labelled
+organs (label order follows BTCV with its gaps removed). Organs are ellipsoids deformed by smooth
+random fields, placed at random within plausible anatomy. Intensities are HU-like; the image is
+blurred in physical units (partial volume, thick slices) and gets Gaussian noise.
+
+Array order is numpy's (z, y, x); SimpleITK spacing order is (x, y, z). The image axes follow
+SimpleITK's default LPS frame: x grows to the patient's left, y to posterior, z to superior.
+Everything is vectorised and driven by one ``numpy.random.Generator`` per case, so a seed gives
+byte-identical arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_scd.datasets.raw import PARTIAL_DIR
+
+# Bump when the generator's output changes, so cached datasets from older code are not reused.
+GENERATOR_VERSION = 1
+
+# (name, label, mean HU). Contrast-enhanced portal-venous phase values, roughly.
+ORGANS: tuple[tuple[str, int, float], ...] = (
+    ("spleen", 1, 120.0),
+    ("right_kidney", 2, 170.0),
+    ("left_kidney", 3, 170.0),
+    ("gallbladder", 4, 10.0),
+    ("liver", 5, 105.0),
+    ("stomach", 6, 35.0),
+    ("aorta", 7, 190.0),
+)
+LABELS: dict[str, int] = {"background": 0, **{name: label for name, label, _ in ORGANS}}
+ORGAN_HU: dict[str, float] = {name: hu for name, _, hu in ORGANS}
+
+AIR_HU, FAT_HU, MUSCLE_HU, BOWEL_HU = -1000.0, -100.0, 50.0, 25.0
+BONE_HU, CORTEX_HU, IVC_HU = 300.0, 700.0, 120.0
+NOISE_HU = 12.0
+# Partial-volume blur, in mm (x, y, z): thick slices smear most along z.
+BLUR_MM = (0.5, 0.5, 1.2)
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """One generated case: ``image`` int16 HU and ``label`` uint8, both (z, y, x); spacing (x, y, z) mm."""
+
+    image: np.ndarray
+    label: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+
+    @property
+    def foreground_fraction(self) -> float:
+        return float(np.count_nonzero(self.label)) / self.label.size
+
+
+def _smooth_field(rng: np.random.Generator, coords: tuple[np.ndarray, ...], terms: int,
+                  freq: tuple[float, float], amplitude: float) -> np.ndarray:
+    """A sum of ``terms`` random plane waves over broadcastable ``coords``: smooth, cheap, seeded.
+
+    Its absolute value never exceeds ``amplitude``.
+    """
+    out = np.float32(0.0)
+    for _ in range(terms):
+        direction = rng.normal(size=len(coords))
+        direction *= rng.uniform(*freq) / np.linalg.norm(direction)
+        phase = rng.uniform(0.0, 2.0 * np.pi)
+        weight = rng.uniform(0.5, 1.0)
+        arg = sum(np.float32(w) * c for w, c in zip(direction, coords, strict=True)) + np.float32(phase)
+        out = out + np.float32(weight) * np.sin(arg, dtype=np.float32)
+    return np.float32(amplitude / terms) * out
+
+
+def _span(axis: np.ndarray, centre: float, extent: float) -> slice:
+    """Index range of the 1-D coordinate ``axis`` within ``centre +- extent`` (possibly empty)."""
+    inside = np.flatnonzero(np.abs(axis.ravel() - centre) <= extent)
+    return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
+
+
+def _blob(rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray, np.ndarray], center: np.ndarray,
+          radii: np.ndarray, angle: float, wobble: float = 0.15) -> np.ndarray:
+    """Ellipsoid (radii in mm, x/y/z) rotated by ``angle`` in the axial plane, deformed by a smooth field.
+
+    Only the bounding box is evaluated, which keeps large volumes cheap.
+    """
+    gx, gy, gz = grid
+    mask = np.zeros((gz.size, gy.size, gx.size), dtype=bool)
+    reach = 1.0 + wobble
+    box = (_span(gz, center[2], radii[2] * reach), _span(gy, center[1], max(radii[:2]) * reach),
+           _span(gx, center[0], max(radii[:2]) * reach))
+    x, y, z = gx[..., box[2]] - center[0], gy[:, box[1]] - center[1], gz[box[0]] - center[2]
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    u = (cos * x + sin * y) / np.float32(radii[0])
+    v = (-sin * x + cos * y) / np.float32(radii[1])
+    w = z / np.float32(radii[2])
+    # Draw the field even for an empty box, so the random stream (and every later case) stays fixed.
+    field = _smooth_field(rng, (u, v, w), terms=4, freq=(1.0, 2.5), amplitude=wobble)
+    mask[box] = np.sqrt(u * u + v * v + w * w) < 1.0 + field
+    return mask
+
+
+def _sample_geometry(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Per-case image size (z, y, x) around the nominal one and spacing (x, y, z) around the nominal one."""
+    nz, ny, nx = shape
+    size = (
+        max(8, int(round(nz * rng.uniform(0.85, 1.15)))),
+        max(16, int(round(ny * rng.uniform(0.9, 1.1)))),
+        max(16, int(round(nx * rng.uniform(0.9, 1.1)))),
+    )
+    inplane = spacing[0] * rng.uniform(0.9, 1.1)
+    return size, (inplane, inplane, spacing[2] * rng.choice([0.8, 1.0, 1.0, 1.2]))
+
+
+def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48, 96, 96),
+                     spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5)) -> Phantom:
+    """Generate one case; ``shape`` (z, y, x) and ``spacing_xyz`` are nominal and vary per case."""
+    import SimpleITK as sitk  # noqa: N813
+
+    size, spacing = _sample_geometry(rng, shape, spacing_xyz)
+    nz, ny, nx = size
+    # Physical coordinates in mm, centred in-plane; z runs 0..1 (inferior -> superior) as ``t``.
+    x = ((np.arange(nx, dtype=np.float32) - (nx - 1) / 2) * spacing[0])[None, None, :]
+    y = ((np.arange(ny, dtype=np.float32) - (ny - 1) / 2) * spacing[1])[None, :, None]
+    z = (np.arange(nz, dtype=np.float32) * spacing[2])[:, None, None]
+    t = z / max(z.max(), 1e-6)
+    grid = (x, y, z)
+    half_x, half_y = nx * spacing[0] / 2, ny * spacing[1] / 2
+
+    # Body: an ellipse per slice that breathes slowly along z, with a wavy outline.
+    ax = half_x * rng.uniform(0.78, 0.9) * (1.0 + 0.04 * np.sin(2 * np.pi * t + rng.uniform(0, 6.3)))
+    ay = min(half_y * 0.9, float(ax.mean()) * rng.uniform(0.68, 0.8)) * np.ones_like(t)
+    cy = half_y * rng.uniform(-0.05, 0.05)
+    rho = np.sqrt((x / ax) ** 2 + ((y - cy) / ay) ** 2)
+    phi = np.arctan2(y - cy, x)
+    rho = rho / (1.0 + _smooth_field(rng, (np.cos(phi), np.sin(phi), t), terms=3, freq=(1.0, 3.0),
+                                     amplitude=0.04))
+    fat_depth, wall_depth = rng.uniform(0.08, 0.14), rng.uniform(0.05, 0.07)
+    body = rho < 1.0
+    inner = rho < 1.0 - fat_depth - wall_depth
+    wall = (rho < 1.0 - fat_depth) & ~inner
+
+    hu = np.full(size, AIR_HU, dtype=np.float32)
+    hu[body] = FAT_HU
+    hu[wall] = MUSCLE_HU
+    # Visceral clutter: bowel loops in fat, from a higher-frequency field thresholded near zero.
+    bowel = _smooth_field(rng, (x / 2.5, y / 2.5, z / 5.0), terms=6, freq=(0.6, 1.2), amplitude=1.0) > -0.1
+    hu[inner] = np.where(bowel, BOWEL_HU, FAT_HU)[inner]
+
+    unit = float(ax.mean())  # organ sizes and offsets scale with the body
+    mm = lambda fx, fy, fz: np.array([fx * unit, cy + fy * unit, fz * z.max()], dtype=np.float32)  # noqa: E731
+    jitter = lambda s=0.05: rng.uniform(-s, s)  # noqa: E731
+
+    # Spine and paraspinal muscles (not labelled): organs must not cover them.
+    spine_c = mm(0.0, float(ay.mean()) / unit * 0.62, 0.5)
+    spine_r = 0.16 * unit
+    spine_d = np.broadcast_to(np.sqrt((x - spine_c[0]) ** 2 + (y - spine_c[1]) ** 2) / spine_r, size)
+    paraspinal = np.zeros(size, dtype=bool)
+    for side in (-1, 1):
+        paraspinal |= (((x - side * 0.28 * unit) / (0.17 * unit)) ** 2
+                       + ((y - spine_c[1] - 0.12 * unit) / (0.13 * unit)) ** 2 < 1.0) & body
+    hu[paraspinal] = MUSCLE_HU
+    hu[spine_d < 1.0] = CORTEX_HU
+    hu[spine_d < 0.75] = BONE_HU
+    allowed = inner & ~paraspinal & (spine_d > 1.15)
+
+    label = np.zeros(size, dtype=np.uint8)
+    texture = _smooth_field(rng, (x / 4.0, y / 4.0, z / 6.0), terms=5, freq=(0.5, 1.5), amplitude=8.0)
+
+    def paint(name: str, mask: np.ndarray, hu_value: float | None = None) -> None:
+        mask = mask & allowed
+        label[mask] = LABELS[name]
+        value = ORGAN_HU[name] if hu_value is None else hu_value
+        hu[mask] = (value + rng.normal(0.0, 8.0) + texture)[mask]
+
+    # Largest first; later (smaller) organs win overlaps, so every small organ survives.
+    # Liver: a right lobe plus a smaller left lobe reaching across the midline, upper abdomen.
+    right_lobe = _blob(rng, grid, mm(-0.42 + jitter(), -0.05 + jitter(), 0.7 + jitter(0.08)),
+                       np.array([0.33, 0.45, 0.36 * z.max() / unit]) * unit * rng.uniform(0.9, 1.1),
+                       jitter(0.3))
+    left_lobe = _blob(rng, grid, mm(0.05 + jitter(), -0.3 + jitter(), 0.8 + jitter(0.06)),
+                      np.array([0.28, 0.14, 0.18 * z.max() / unit]) * unit * rng.uniform(0.85, 1.1),
+                      jitter(0.4))
+    paint("liver", right_lobe | left_lobe)
+    # Inferior vena cava (not labelled): right of the spine, a distractor for the aorta.
+    ivc = np.broadcast_to(((x - spine_c[0] + 0.2 * unit) ** 2 + (y - spine_c[1] + 0.28 * unit) ** 2)
+                          < (0.07 * unit) ** 2, size)
+    hu[ivc & allowed & (label == 0)] = IVC_HU
+    paint("stomach", _blob(rng, grid, mm(0.3 + jitter(), -0.25 + jitter(), 0.72 + jitter(0.08)),
+                           np.array([0.26, 0.18, 0.22 * z.max() / unit]) * unit * rng.uniform(0.85, 1.15),
+                           rng.uniform(-0.9, -0.3)))
+    paint("spleen", _blob(rng, grid, mm(0.6 + jitter(), 0.25 + jitter(), 0.72 + jitter(0.08)),
+                          np.array([0.14, 0.27, 0.2 * z.max() / unit]) * unit * rng.uniform(0.85, 1.15),
+                          rng.uniform(-1.0, -0.5)))
+    for name, side, height in (("right_kidney", -1, 0.35), ("left_kidney", 1, 0.42)):
+        centre = mm(side * (0.42 + jitter(0.04)), 0.42 + jitter(0.04), height + jitter(0.06))
+        radii = np.array([0.13, 0.18, 0.22 * z.max() / unit]) * unit * rng.uniform(0.85, 1.15)
+        kidney = _blob(rng, grid, centre, radii, side * rng.uniform(0.3, 0.6), wobble=0.08)
+        hilum = ((x - centre[0] + side * 0.11 * unit) ** 2 + (y - centre[1]) ** 2) < (0.05 * unit) ** 2
+        hilum = np.broadcast_to(hilum, size)
+        paint(name, kidney & ~hilum)
+    aorta_c = spine_c + np.array([0.08 * unit, -0.3 * unit, 0.0], dtype=np.float32)
+    aorta_r = 0.07 * unit * rng.uniform(0.85, 1.15)
+    drift = _smooth_field(rng, (t,), terms=2, freq=(1.0, 3.0), amplitude=0.02 * unit)
+    paint("aorta", ((x - aorta_c[0] - drift) ** 2 + (y - aorta_c[1]) ** 2) < aorta_r ** 2)
+    # Gallbladder: small, under the liver's anterior edge.
+    paint("gallbladder", _blob(rng, grid, mm(-0.28 + jitter(0.04), -0.4 + jitter(0.04), 0.5 + jitter(0.05)),
+                               np.array([0.07, 0.11, 0.1 * z.max() / unit]) * unit * rng.uniform(0.85, 1.15),
+                               jitter(0.8), wobble=0.08))
+
+    # Partial volume: blur in physical units, then scanner noise.
+    blur_input = sitk.GetImageFromArray(hu)
+    blur_input.SetSpacing(tuple(float(s) for s in spacing))
+    blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(blur_input, BLUR_MM))
+    noisy = blurred + rng.normal(0.0, NOISE_HU, size=size).astype(np.float32)
+    image = np.clip(np.rint(noisy), -1024, 3071).astype(np.int16)
+    return Phantom(image=image, label=label, spacing_xyz=tuple(float(s) for s in spacing))
+
+
+def _to_sitk(array: np.ndarray, spacing_xyz: tuple[float, float, float]):  # -> sitk.Image
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing_xyz)
+    return image
+
+
+def _case_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    # One independent stream per case, so a case does not depend on how many others are made.
+    return np.random.default_rng([seed, split, index])
+
+
+def write_phantom_dataset(
+    raw_root: str | Path,
+    dataset_id: int = 990,
+    num_cases: int = 12,
+    shape: tuple[int, int, int] = (48, 96, 96),
+    seed: int = 0,
+    name: str = "SCDPhantom",
+    num_test_cases: int = 0,
+    spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5),
+    progress: bool = False,
+) -> Path:
+    """Write (or complete) a phantom dataset in nnU-Net v2 raw format; returns its folder.
+
+    Layout: ``imagesTr/phantom_XXX_0000.nii.gz``, ``labelsTr/phantom_XXX.nii.gz``, optional
+    ``imagesTs``/``labelsTs``, ``dataset.json`` and ``phantom.json`` (parameters and per-case
+    statistics). Cases already complete are kept, so an interrupted run resumes. A folder made
+    with other parameters is refused rather than mixed.
+    """
+    from tqdm import tqdm
+
+    from nnunet_scd.datasets.raw import (
+        FILE_ENDING,
+        dataset_folder,
+        write_dataset_json,
+        write_image_atomic,
+        write_text_atomic,
+    )
+
+    if num_cases < 2:
+        raise ValueError(f"num_cases must be at least 2 (nnU-Net's 5-fold split needs two), got {num_cases}")
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape must be three sizes (z, y, x), each at least 8, got {shape}")
+    folder = dataset_folder(Path(raw_root), dataset_id, name)
+    params = {"generator": f"nnunet_scd.datasets.phantom v{GENERATOR_VERSION}", "seed": int(seed),
+              "shape_zyx": [int(s) for s in shape], "spacing_xyz": [float(s) for s in spacing_xyz]}
+    manifest_path = folder / "phantom.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if manifest is not None and manifest.get("params") != params:
+        raise FileExistsError(
+            f"{folder} was generated with {manifest.get('params')}, not {params}. Remove the folder or use "
+            "another dataset id."
+        )
+    if manifest is None and folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} exists but holds no phantom.json, so it is not a phantom dataset; not touching it. "
+            "Use another dataset id or remove the folder."
+        )
+
+    cases: dict[str, dict] = dict(manifest.get("cases", {})) if manifest else {}
+    manifest = {"params": params, "cases": cases}
+    write_text_atomic(json.dumps(manifest, indent=1), manifest_path)
+
+    plan = [("Tr", 0, i, f"phantom_{i:03d}") for i in range(num_cases)]
+    plan += [("Ts", 1, i, f"phantom_ts_{i:03d}") for i in range(num_test_cases)]
+    wanted = {case for *_, case in plan}
+    for split in ("Tr", "Ts"):  # cases left from a run with more cases would break numTraining
+        for path in sorted((folder / f"labels{split}").glob(f"*{FILE_ENDING}")):
+            case = path.name[: -len(FILE_ENDING)]
+            if case not in wanted:
+                path.unlink()
+                (folder / f"images{split}" / f"{case}_0000{FILE_ENDING}").unlink(missing_ok=True)
+                cases.pop(case, None)
+
+    for split, split_id, index, case in tqdm(plan, desc=f"phantoms -> {folder.name}", unit="case",
+                                             disable=not progress):
+        image_path = folder / f"images{split}" / f"{case}_0000{FILE_ENDING}"
+        label_path = folder / f"labels{split}" / f"{case}{FILE_ENDING}"
+        if image_path.is_file() and label_path.is_file() and case in cases:
+            continue
+        phantom = generate_phantom(_case_rng(seed, split_id, index), shape, spacing_xyz)
+        write_image_atomic(_to_sitk(phantom.image, phantom.spacing_xyz), image_path)
+        # The label goes last: a case counts as complete only when its label exists.
+        write_image_atomic(_to_sitk(phantom.label, phantom.spacing_xyz), label_path)
+        counts = np.bincount(phantom.label.ravel(), minlength=len(LABELS))
+        cases[case] = {"shape_zyx": list(phantom.image.shape), "spacing_xyz": list(phantom.spacing_xyz),
+                       "foreground_fraction": round(phantom.foreground_fraction, 6),
+                       "voxels_per_label": {n: int(counts[v]) for n, v in LABELS.items() if v}}
+        write_text_atomic(json.dumps(manifest, indent=1), manifest_path)
+
+    write_dataset_json(
+        folder, LABELS, num_cases, {"0": "CT"}, dataset_name=folder.name,
+        description="Synthetic abdominal-CT-like phantoms from nnunet-scd (seeded, not patient data).",
+        license="CC0 (synthetic)", converted_by="nnunet-scd synth",
+    )
+    shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
+    return folder
+
+
+def summarize(folder: str | Path) -> dict[str, float]:
+    """Foreground fraction (min/mean/max over training cases) and case count from ``phantom.json``."""
+    cases = json.loads((Path(folder) / "phantom.json").read_text())["cases"]
+    fractions = [c["foreground_fraction"] for name, c in cases.items() if not name.startswith("phantom_ts_")]
+    return {"cases": len(fractions), "foreground_min": min(fractions),
+            "foreground_mean": float(np.mean(fractions)), "foreground_max": max(fractions)}
