@@ -1,0 +1,273 @@
+"""nnU-Net trainers for SCDNet (token-sparse UNETR) and its dense UNETR baseline.
+
+nnU-Net finds a trainer by class name, at training and again at prediction time, and rebuilds
+the network with ``build_network_architecture`` from the trainer class and the results folder's
+plans.json. So everything the network needs is either a class attribute of the trainer (model
+size, keep ratios, completion) or recorded in the plans by ``token_config`` (token size and
+patch). Variants are small subclasses whose name says the one thing they change, as in
+nnU-Net's ``variants/`` folder; model sizes live in the ``VIT_SIZES`` table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import autocast, nn
+
+from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler, adamw_param_groups
+from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
+
+__all__ = [
+    "VIT_SIZES",
+    "ViTSize",
+    "nnUNetTrainerSCD",
+    "nnUNetTrainerSCD_MIM",
+    "nnUNetTrainerSCD_MIM_Tiny",
+    "nnUNetTrainerSCD_Tiny",
+    "nnUNetTrainerSCD_Tiny_5epochs",
+    "nnUNetTrainerSCD_Tiny_keep0p5",
+    "nnUNetTrainerSCD_keep0p1",
+    "nnUNetTrainerSCD_keep0p5",
+    "nnUNetTrainerUNETR",
+    "nnUNetTrainerUNETR_Tiny",
+    "nnUNetTrainerUNETR_Tiny_5epochs",
+]
+
+
+_CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
+
+
+@dataclass(frozen=True)
+class ViTSize:
+    """One row of the model-size table: the ViT encoder, its pruning points and the decoder width."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    prune_after: tuple[int, ...]
+    feature_size: int = 16
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+
+
+VIT_SIZES: dict[str, ViTSize] = {
+    # The paper's encoder: ViT-B, pruning after blocks 3, 6 and 9 of 12.
+    "B": ViTSize(embed_dim=768, depth=12, num_heads=12, prune_after=(3, 6, 9), drop_path_rate=0.1),
+    # Small enough to train usefully on two CPU cores; pruning at the same relative depths.
+    "Tiny": ViTSize(embed_dim=192, depth=6, num_heads=4, prune_after=(2, 3, 5), feature_size=16),
+}
+
+
+class nnUNetTrainerSCD(nnUNetTrainer):
+    """SCD, the paper recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
+    Multi-layer Token Assembly, UNETR decoder; AdamW with warm-up then poly decay, gradient clipping 1,
+    no deep supervision (as nnU-Net's Primus). AMP on CUDA comes from nnU-Net's own GradScaler/autocast.
+    """
+
+    # --- network (read by build_network_architecture, so prediction rebuilds the same net) ---
+    vit_size: str = "B"
+    keep_ratios: tuple[float, ...] | None = (0.25, 0.25, 0.25)
+    completion: str = "mta"
+    token_base: int = 8  # token size along the finest axis; coarser spacing gets finer tokens
+    token_size: tuple[int, ...] | None = None  # set to force one token size on every configuration
+    max_tokens: int | None = 4096  # coarsen anisotropic tokens (up to token_base) beyond this many tokens
+    # --- training length and recipe ---
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    checkpoint_every: int = 50
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    wd: float = 0.05
+    warmup_fraction: float = 0.05  # 50 of 1000 epochs, as Primus
+    grad_clip: float = 1.0
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = _CUDA,
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.lr
+        self.weight_decay = self.wd
+        self.num_epochs = self.epochs
+        self.num_iterations_per_epoch = self.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        self.save_every = self.checkpoint_every
+        self.enable_deep_supervision = False
+
+        tokens = self.token_config(self.configuration_manager, configuration)
+        planned = list(self.configuration_manager.patch_size)
+        resolved = self.configuration_manager.configuration
+        apply_token_config(self.plans_manager.plans, configuration, resolved, tokens)
+        changed = "" if list(tokens.patch_size) == planned else f" (rounded up from the planned {planned})"
+        self.print_to_log_file(
+            f"SCD tokens: token size {list(tokens.token_size)}, patch {list(tokens.patch_size)}{changed}, "
+            f"token grid {list(tokens.grid)} = {tokens.num_tokens} tokens; spacing "
+            f"{list(self.configuration_manager.spacing)}; network {self.network_kwargs()}"
+        )
+
+    # ------------------------------------------------------------------ network
+    @classmethod
+    def token_config(
+        cls, configuration_manager: ConfigurationManager, name: str | None = None
+    ) -> TokenConfig:
+        """Token size and patch for this trainer class on one plans configuration."""
+        return resolve_token_config(
+            configuration_manager.configuration,
+            name or configuration_manager.data_identifier,
+            base=cls.token_base,
+            fixed_token_size=cls.token_size,
+            max_tokens=cls.max_tokens,
+        )
+
+    @classmethod
+    def network_kwargs(cls) -> dict[str, Any]:
+        """SCDNet keyword arguments that this trainer class fixes (everything but data geometry)."""
+        size = asdict(VIT_SIZES[cls.vit_size])
+        return {
+            **size,
+            "keep_ratios": None if cls.keep_ratios is None else tuple(cls.keep_ratios),
+            "completion": cls.completion,
+        }
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        """Build SCDNet from this class's settings and the plans' token record.
+
+        A classmethod, so that variants differ by class attributes; nnU-Net calls it on the class
+        (at prediction time too) with the signature it inspects. Deep supervision does not exist in
+        this network, so the flag changes nothing, state-dict keys included.
+        """
+        from nnunet_scd import SCDNet
+
+        tokens = cls.token_config(configuration_manager)
+        return SCDNet(
+            input_channels=num_input_channels,
+            num_classes=num_output_channels,
+            patch_size=tokens.patch_size,
+            token_size=tokens.token_size,
+            **cls.network_kwargs(),
+        )
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """The ViT decoders have one output; nnU-Net's deep supervision switch is a no-op (as Primus)."""
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # torch.compile wrapper
+        optimizer = torch.optim.AdamW(
+            adamw_param_groups(network, self.weight_decay),
+            lr=self.initial_lr,
+            betas=self.betas,
+            fused=self.device.type == "cuda",
+        )
+        warmup = min(max(0, round(self.warmup_fraction * self.num_epochs)), self.num_epochs - 1)
+        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        self.print_to_log_file(
+            f"AdamW lr {self.initial_lr} betas {self.betas} weight decay {self.weight_decay}; "
+            f"{warmup} warm-up epochs then poly decay over {self.num_epochs} epochs; "
+            f"grad clip {self.grad_clip}"
+        )
+        return optimizer, scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        # Autocast only on CUDA, as nnU-Net does: on CPU it is slow and on MPS unsupported.
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed into place.
+
+        nnU-Net writes with ``torch.save`` straight into the target, so a kill during the write
+        leaves a truncated checkpoint that ``--c`` then fails on. The rename is atomic, so the
+        target is always either the previous or the new complete checkpoint.
+        """
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if not os.path.isfile(tmp):  # not rank 0, or checkpointing disabled
+            return
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+
+
+# ---------------------------------------------------------------------- variants
+class nnUNetTrainerUNETR(nnUNetTrainerSCD):
+    """Dense UNETR baseline: the same ViT-B encoder and decoder, no pruning."""
+
+    keep_ratios = None
+
+
+class nnUNetTrainerSCD_MIM(nnUNetTrainerSCD):
+    """Pruned tokens are completed with one learned mask token (the paper's MIM baseline) instead of MTA."""
+
+    completion = "mask"
+
+
+class nnUNetTrainerSCD_keep0p5(nnUNetTrainerSCD):
+    keep_ratios = (0.5, 0.5, 0.5)
+
+
+class nnUNetTrainerSCD_keep0p1(nnUNetTrainerSCD):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_Tiny(nnUNetTrainerSCD):
+    """SCD with the Tiny ViT (192 wide, 6 blocks) for CPU."""
+
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerUNETR_Tiny(nnUNetTrainerUNETR):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_MIM_Tiny(nnUNetTrainerSCD_MIM):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_Tiny_keep0p5(nnUNetTrainerSCD_Tiny):
+    keep_ratios = (0.5, 0.5, 0.5)
+
+
+class nnUNetTrainerSCD_Tiny_5epochs(nnUNetTrainerSCD_Tiny):
+    epochs = 5
+    checkpoint_every = 1
+
+
+class nnUNetTrainerUNETR_Tiny_5epochs(nnUNetTrainerUNETR_Tiny):
+    epochs = 5
+    checkpoint_every = 1

@@ -1,0 +1,33 @@
+"""Shim found by nnU-Net through nnUNet_extTrainer: it only imports the installed trainers.
+
+nnU-Net imports every module in this folder as a top-level module and looks the trainer up by
+class name; keep the code in nnunet_scd.nnunet.trainers.
+"""
+
+from nnunet_scd.nnunet.trainers import (
+    nnUNetTrainerSCD,
+    nnUNetTrainerSCD_keep0p1,
+    nnUNetTrainerSCD_keep0p5,
+    nnUNetTrainerSCD_MIM,
+    nnUNetTrainerSCD_MIM_Tiny,
+    nnUNetTrainerSCD_Tiny,
+    nnUNetTrainerSCD_Tiny_5epochs,
+    nnUNetTrainerSCD_Tiny_keep0p5,
+    nnUNetTrainerUNETR,
+    nnUNetTrainerUNETR_Tiny,
+    nnUNetTrainerUNETR_Tiny_5epochs,
+)
+
+__all__ = [
+    "nnUNetTrainerSCD",
+    "nnUNetTrainerSCD_MIM",
+    "nnUNetTrainerSCD_MIM_Tiny",
+    "nnUNetTrainerSCD_Tiny",
+    "nnUNetTrainerSCD_Tiny_5epochs",
+    "nnUNetTrainerSCD_Tiny_keep0p5",
+    "nnUNetTrainerSCD_keep0p1",
+    "nnUNetTrainerSCD_keep0p5",
+    "nnUNetTrainerUNETR",
+    "nnUNetTrainerUNETR_Tiny",
+    "nnUNetTrainerUNETR_Tiny_5epochs",
+]
