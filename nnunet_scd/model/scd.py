@@ -1,0 +1,214 @@
+"""SCDNet: sparse encoding -> token completion -> dense decoding.
+
+The forward pass reads as the data flows: patch embedding, ViT blocks that shed tokens at each
+pruning stage, assembly of the full token grid, UNETR decoder. With ``keep_ratios=None`` no
+scorer runs and the network is the dense UNETR with the same encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
+from nnunet_scd.model.stp import SAMPLERS, SoftTopKPruning
+from nnunet_scd.model.tokens import scatter_tokens
+from nnunet_scd.model.unetr import UNETRDecoder
+from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
+
+__all__ = ["SCDNet"]
+
+COMPLETIONS = {"mta": MultiLayerTokenAssembly, "mask": MaskTokenCompletion}
+SKIP_ASSEMBLIES = ("per_depth", "shared")
+
+
+def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequence[float]) -> None:
+    if len(prune_after) != len(keep_ratios):
+        raise ValueError(
+            f"prune_after {tuple(prune_after)} and keep_ratios {tuple(keep_ratios)} must have the same length "
+            "(one keep ratio per pruning stage)."
+        )
+    if not prune_after:
+        raise ValueError("a sparse SCDNet needs at least one pruning stage; use keep_ratios=None for dense UNETR.")
+    for ratio in keep_ratios:
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"every keep ratio must be in (0, 1], got {tuple(keep_ratios)}.")
+    if any(b <= a for a, b in zip(prune_after, prune_after[1:])):
+        raise ValueError(f"prune_after must be strictly increasing block indices, got {tuple(prune_after)}.")
+    if prune_after[0] < 1 or prune_after[-1] >= depth:
+        raise ValueError(
+            f"prune_after holds 1-based block indices from 1 to depth - 1 = {depth - 1} (pruning after the last "
+            f"block saves nothing), got {tuple(prune_after)}."
+        )
+
+
+class SCDNet(nn.Module):
+    """Token-sparse UNETR (SCD) for 2D and 3D segmentation.
+
+    Args:
+        input_channels: image channels C.
+        num_classes: output channels.
+        patch_size: the image crop the network is built for (2 or 3 ints).
+        token_size: voxels per token along each axis, powers of two, dividing ``patch_size``.
+        embed_dim, depth, num_heads, mlp_ratio, drop_path_rate: the ViT encoder.
+        prune_after: 1-based blocks after which an STP stage prunes.
+        keep_ratios: fraction of the remaining tokens kept at each stage; None for dense UNETR.
+        completion: "mta" (Multi-layer Token Assembly) or "mask" (mask-token MIM baseline).
+        completion_dim, completion_depth, completion_heads: the completion transformer
+            (defaults: width ``embed_dim``, 1 block, ``num_heads`` heads, as in the published runs).
+        feature_size: UNETR decoder channels at full resolution.
+        skip_assembly: "per_depth" builds each decoder skip from the tokens that exist at its depth
+            (each token at the deepest block it reached); "shared" feeds the completion output to
+            every skip, as the authors' code does.
+        sampler, tau, sigma, num_samples: the training-time top-k sampler (see ``stp.py``).
+
+    Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
+    ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept.
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        num_classes: int,
+        patch_size: Sequence[int],
+        token_size: Sequence[int],
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        prune_after: Sequence[int] = (3, 6, 9),
+        keep_ratios: Sequence[float] | None = (0.25, 0.25, 0.25),
+        completion: str = "mta",
+        completion_dim: int | None = None,
+        completion_depth: int = 1,
+        completion_heads: int | None = None,
+        feature_size: int = 16,
+        skip_assembly: str = "per_depth",
+        sampler: str = "gumbel",
+        tau: float = 1.0,
+        sigma: float = 0.05,
+        num_samples: int = 100,
+    ) -> None:
+        super().__init__()
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.token_size = tuple(int(t) for t in token_size)
+        self.token_grid = token_grid(self.patch_size, self.token_size)
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}.")
+        if depth < 4:
+            raise ValueError(f"depth must be at least 4 (UNETR takes skips at depth/4, /2, 3/4), got {depth}.")
+        if completion not in COMPLETIONS:
+            raise ValueError(f"completion must be one of {tuple(COMPLETIONS)}, got {completion!r}.")
+        if skip_assembly not in SKIP_ASSEMBLIES:
+            raise ValueError(f"skip_assembly must be one of {SKIP_ASSEMBLIES}, got {skip_assembly!r}.")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        self.input_channels = input_channels
+        self.skip_depths = (depth // 4, depth // 2, 3 * depth // 4)
+        self.skip_assembly = skip_assembly
+
+        self.patch_embed = PatchEmbed(input_channels, embed_dim, self.token_size)
+        self.pos_embed = LearnedPositionEmbedding(self.token_grid, embed_dim)
+        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dp) for dp in drop_path
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+
+        if keep_ratios is None:
+            self.prune_after: tuple[int, ...] = ()
+            self.pruning = nn.ModuleList()
+            self.completion = None
+        else:
+            _check_schedule(depth, tuple(prune_after), tuple(keep_ratios))
+            self.prune_after = tuple(int(b) for b in prune_after)
+            self.pruning = nn.ModuleList(
+                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples) for r in keep_ratios
+            )
+            self.completion = COMPLETIONS[completion](
+                self.token_grid,
+                embed_dim,
+                num_sources=len(self.prune_after) + 1,
+                dim=completion_dim or embed_dim,
+                depth=completion_depth,
+                num_heads=completion_heads or num_heads,
+            )
+        self.decoder = UNETRDecoder(input_channels, num_classes, embed_dim, self.token_size, feature_size)
+        self.kept_indices: list[torch.Tensor] = []
+        self.apply(_init_transformer_weights)
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.completion is not None
+
+    def no_weight_decay(self) -> set[str]:
+        """Embedding tables that weight decay should leave alone."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "source_embed", "mask_token"))}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        grid = token_grid(x.shape[2:], self.token_size)
+        tokens = self.patch_embed(x) + self.pos_embed(grid)
+        if not self.is_sparse:
+            return self._forward_dense(x, tokens, grid)
+        return self._forward_sparse(x, tokens, grid)
+
+    def _forward_dense(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        hidden_skips = []
+        for depth, block in enumerate(self.blocks, start=1):
+            tokens = block(tokens)
+            if depth in self.skip_depths:
+                hidden_skips.append(tokens)
+        return self.decoder(x, self.norm(tokens), hidden_skips, grid)
+
+    def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        batch, num_tokens, _ = tokens.shape
+        positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
+        # Tokens that left the encoder at each stage, with their grid positions.
+        left, left_positions = [], []
+        hidden_skips, kept_indices = [], []
+        stages = iter(zip(self.prune_after, self.pruning))
+        next_stage = next(stages, None)
+        for depth, block in enumerate(self.blocks, start=1):
+            tokens = block(tokens)
+            if depth in self.skip_depths and self.skip_assembly == "per_depth":
+                hidden_skips.append(scatter_tokens([*left, tokens], [*left_positions, positions], num_tokens))
+            if next_stage is not None and depth == next_stage[0]:
+                tokens, positions, pruned, pruned_positions = next_stage[1](tokens, positions)
+                left.append(pruned)
+                left_positions.append(pruned_positions)
+                kept_indices.append(positions.detach())
+                next_stage = next(stages, None)
+        completed = self.completion([*left, self.norm(tokens)], [*left_positions, positions], grid)
+        if self.skip_assembly == "shared":
+            hidden_skips = [completed] * len(self.skip_depths)
+        self.kept_indices = kept_indices
+        return self.decoder(x, completed, hidden_skips, grid)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        ndim = len(self.token_size)
+        if x.ndim != ndim + 2:
+            raise ValueError(
+                f"SCDNet was built for {ndim}D images and expects input of shape (B, C, {', '.join('S' * ndim)}), "
+                f"got a tensor with {x.ndim} dimensions {tuple(x.shape)}."
+            )
+        if x.shape[1] != self.input_channels:
+            raise ValueError(
+                f"SCDNet was built for {self.input_channels} input channel(s) but the input has {x.shape[1]}; "
+                "check that every image has the channels the plans expect."
+            )
+
+
+def _init_transformer_weights(module: nn.Module) -> None:
+    # ViT initialisation; convolutions keep PyTorch's defaults as in UNETR.
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

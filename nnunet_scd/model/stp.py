@@ -1,0 +1,189 @@
+"""Soft-topK Token Pruning (STP): a light token scorer and perturbed top-k samplers.
+
+Training selects tokens with a perturbed top-k and lets gradients reach the scorer through a
+straight-through mask: kept tokens are multiplied by the mask and pruned tokens by one minus it,
+both of value one in the forward pass. Inference uses a deterministic top-k. Selection is always
+by index, so later blocks really see fewer tokens.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunet_scd.model.tokens import gather_tokens
+
+__all__ = [
+    "SAMPLERS",
+    "PrunedTokens",
+    "SoftTopKPruning",
+    "TokenScorer",
+    "gaussian_perturbed_topk",
+    "gumbel_soft_topk",
+    "keep_count",
+]
+
+SAMPLERS = ("gumbel", "gaussian")
+
+
+def keep_count(num_tokens: int, keep_ratio: float) -> int:
+    """Tokens kept out of ``num_tokens`` at one stage: ``max(1, round(keep_ratio * num_tokens))``."""
+    return max(1, round(keep_ratio * num_tokens))
+
+
+class TokenScorer(nn.Module):
+    """Scores tokens from their own features and a global summary of the set.
+
+    LayerNorm -> Linear(D, D) -> GELU; the first half of the channels stays per token (local),
+    the second half is averaged over the tokens (global) and broadcast back; then an MLP
+    D -> D/2 -> D/4 -> 1 and a log-sigmoid.
+
+    Args:
+        dim: token width D.
+
+    Shapes: (B, N, D) -> (B, N).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.local_dim = dim // 2
+        self.in_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.head = nn.Sequential(
+            nn.Linear(dim, dim // 2),
+            nn.GELU(),
+            nn.Linear(dim // 2, dim // 4),
+            nn.GELU(),
+            nn.Linear(dim // 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.in_proj(x)
+        local, global_ = h.split([self.local_dim, h.shape[-1] - self.local_dim], dim=-1)
+        global_ = global_.mean(dim=1, keepdim=True).expand_as(global_)
+        return F.logsigmoid(self.head(torch.cat([local, global_], dim=-1))).squeeze(-1)
+
+
+def _descending_order(values: torch.Tensor) -> torch.Tensor:
+    # Stable, so equal scores break ties the same way on every run and device.
+    return torch.sort(values, dim=-1, descending=True, stable=True).indices
+
+
+def _indicator(order: torch.Tensor, k: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like).scatter(-1, order[..., :k], 1.0)
+
+
+def gumbel_soft_topk(scores: torch.Tensor, k: int, tau: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gumbel-perturbed soft top-k with a straight-through mask (the paper's sampler).
+
+    Returns the token order (B, N), whose first ``k`` entries are the kept tokens, and the mask
+    (B, N): the hard top-k indicator in the forward pass, the gradient of
+    ``softmax((scores + Gumbel) / tau)`` in the backward pass.
+    """
+    gumbel = -torch.empty_like(scores).exponential_().log()
+    perturbed = (scores + gumbel) / tau
+    soft = perturbed.softmax(dim=-1)
+    order = _descending_order(perturbed)
+    hard = _indicator(order, k, soft)
+    return order, hard - soft.detach() + soft
+
+
+class _PerturbedTopKIndicator(torch.autograd.Function):
+    """E[top-k indicator of (scores + sigma Z)], with the perturbed-optimizer gradient.
+
+    Berthet et al. (2020): d E[y(s + sigma Z)] / ds = E[y(s + sigma Z) Z^T] / sigma, so the
+    vector-Jacobian product with g is E[Z <y, g>] / sigma, estimated over the same samples.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, noise: torch.Tensor, k: int, sigma: float) -> torch.Tensor:
+        indicators = _indicator(_descending_order(scores + sigma * noise), k, noise)
+        ctx.save_for_backward(indicators, noise)
+        ctx.sigma = sigma
+        return indicators.mean(dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        indicators, noise = ctx.saved_tensors
+        projected = (indicators * grad.unsqueeze(0)).sum(dim=-1, keepdim=True)
+        return (noise * projected).mean(dim=0) / ctx.sigma, None, None, None
+
+
+def gaussian_perturbed_topk(
+    scores: torch.Tensor, k: int, sigma: float = 0.05, num_samples: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-sample Gaussian perturbed top-k (Berthet et al. 2020) with a straight-through mask.
+
+    The kept set is the top-k of the first perturbed sample; the soft mask is the average
+    indicator over ``num_samples`` samples. Same return convention as :func:`gumbel_soft_topk`.
+    """
+    noise = torch.randn((num_samples, *scores.shape), device=scores.device, dtype=scores.dtype)
+    soft = _PerturbedTopKIndicator.apply(scores, noise, k, sigma)
+    order = _descending_order(scores + sigma * noise[0])
+    hard = _indicator(order, k, soft)
+    return order, hard - soft.detach() + soft
+
+
+class PrunedTokens(NamedTuple):
+    """Output of one pruning stage; positions index the original token grid."""
+
+    kept: torch.Tensor  # (B, K, D)
+    kept_positions: torch.Tensor  # (B, K)
+    pruned: torch.Tensor  # (B, N - K, D)
+    pruned_positions: torch.Tensor  # (B, N - K)
+
+
+class SoftTopKPruning(nn.Module):
+    """One STP stage: score the tokens that remain and keep ``keep_count(N, keep_ratio)``.
+
+    Args:
+        dim: token width D.
+        keep_ratio: fraction of the remaining tokens kept, in (0, 1].
+        sampler: "gumbel" (the paper) or "gaussian" (multi-sample perturbed top-k).
+        tau: Gumbel softmax temperature.
+        sigma: Gaussian noise scale.
+        num_samples: Gaussian samples per step.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        keep_ratio: float,
+        sampler: str = "gumbel",
+        tau: float = 1.0,
+        sigma: float = 0.05,
+        num_samples: int = 100,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        if tau <= 0 or sigma <= 0 or num_samples < 1:
+            raise ValueError(f"need tau > 0, sigma > 0 and num_samples >= 1, got {tau}, {sigma}, {num_samples}.")
+        self.keep_ratio = keep_ratio
+        self.sampler = sampler
+        self.tau = tau
+        self.sigma = sigma
+        self.num_samples = num_samples
+        self.scorer = TokenScorer(dim)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> PrunedTokens:
+        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions."""
+        k = keep_count(x.shape[1], self.keep_ratio)
+        scores = self.scorer(x)
+        if not self.training:
+            order = _descending_order(scores)
+        elif self.sampler == "gumbel":
+            order, mask = gumbel_soft_topk(scores, k, self.tau)
+        else:
+            order, mask = gaussian_perturbed_topk(scores, k, self.sigma, self.num_samples)
+        keep, drop = order[:, :k], order[:, k:]
+        kept, pruned = gather_tokens(x, keep), gather_tokens(x, drop)
+        if self.training:
+            # Forward values are exactly one; the backward pass carries the scorer's gradient.
+            kept = kept * torch.gather(mask, 1, keep).unsqueeze(-1)
+            pruned = pruned * (1.0 - torch.gather(mask, 1, drop)).unsqueeze(-1)
+        return PrunedTokens(kept, torch.gather(positions, 1, keep), pruned, torch.gather(positions, 1, drop))

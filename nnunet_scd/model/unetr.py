@@ -1,0 +1,169 @@
+"""UNETR decoder for 2D and 3D, for any power-of-two token size per axis.
+
+The decoder climbs from the token grid (level L, with 2**L the largest token size) to the image
+(level 0) one factor of two at a time; an axis with a smaller token size stops doubling once it
+has reached full resolution, so anisotropic tokens such as 4x16x16 just work.
+
+Skip wiring, as in UNETR: the raw image feeds level 0 (``encoder1``); the hidden states from
+depth d/4, d/2 and 3d/4 feed levels 1, 2 and 3 (``encoder2..4``), each brought up from the token
+grid by transposed convolutions. With 16^3 tokens (L = 4) this is exactly UNETR. With 8^3 tokens
+(L = 3) the 3d/4 skip sits at the token grid itself and is fused with the bottleneck there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualConvBlock", "UNETRDecoder", "tokens_to_feature_map"]
+
+
+def tokens_to_feature_map(tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """(B, N, D) in grid C order -> (B, D, *grid)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
+def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    if ndim == 2:
+        return nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d
+    return nn.Conv3d, nn.ConvTranspose3d, nn.InstanceNorm3d
+
+
+class ResidualConvBlock(nn.Module):
+    """Two 3x3(x3) convs with instance norm and LeakyReLU, plus a (1x1 projected) residual.
+
+    Shapes: (B, C_in, *S) -> (B, C_out, *S).
+    """
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        conv, _, norm = _layers(ndim)
+        self.body = nn.Sequential(
+            conv(in_channels, out_channels, 3, padding=1, bias=False),
+            norm(out_channels, affine=True),
+            nn.LeakyReLU(0.01, inplace=True),
+            conv(out_channels, out_channels, 3, padding=1, bias=False),
+            norm(out_channels, affine=True),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Sequential(conv(in_channels, out_channels, 1, bias=False), norm(out_channels, affine=True))
+        )
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class _TokenUpsampler(nn.Module):
+    """Brings a token feature map up through several levels (UNETR's ``PrUp`` block).
+
+    Shapes: (B, D, *grid) -> (B, C, *grid * prod(strides)).
+    """
+
+    def __init__(self, ndim: int, embed_dim: int, channels: int, strides: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        _, transp, _ = _layers(ndim)
+        first, *rest = strides
+        self.stem = transp(embed_dim, channels, kernel_size=first, stride=first, bias=False)
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(
+                    transp(channels, channels, kernel_size=s, stride=s, bias=False),
+                    ResidualConvBlock(ndim, channels, channels),
+                )
+                for s in rest
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class _UpBlock(nn.Module):
+    """Transposed conv up one level, concatenate the skips of that level, residual conv block."""
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, stride: Sequence[int], num_skips: int) -> None:
+        super().__init__()
+        _, transp, _ = _layers(ndim)
+        self.up = transp(in_channels, out_channels, kernel_size=stride, stride=stride, bias=False)
+        self.fuse = ResidualConvBlock(ndim, out_channels * (1 + num_skips), out_channels)
+
+    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.fuse(torch.cat([self.up(x), *skips], dim=1))
+
+
+class UNETRDecoder(nn.Module):
+    """UNETR decoder.
+
+    Args:
+        in_channels: image channels (for the level-0 skip from the raw image).
+        num_classes: output channels.
+        embed_dim: token width D.
+        token_size: per-axis token size, powers of two.
+        feature_size: channels at full resolution; level l has feature_size * 2**l.
+        num_hidden_skips: hidden-state skips (3 in UNETR), shallow to deep.
+
+    Shapes: image (B, C, *S), bottleneck (B, N, D), skips [(B, N, D)] -> (B, num_classes, *S).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        embed_dim: int,
+        token_size: Sequence[int],
+        feature_size: int = 16,
+        num_hidden_skips: int = 3,
+    ) -> None:
+        super().__init__()
+        token_size = tuple(int(t) for t in token_size)
+        if any(t < 1 or t & (t - 1) for t in token_size):
+            raise ValueError(f"the UNETR decoder needs power-of-two token sizes (1, 2, 4, 8, ...), got {token_size}.")
+        if max(token_size) < 2:
+            raise ValueError(f"the UNETR decoder needs a token size of at least 2 along one axis, got {token_size}.")
+        ndim = len(token_size)
+        self.num_levels = levels = int(math.log2(max(token_size)))
+        # up_strides[l] takes level l + 1 to level l.
+        up_strides = [tuple(min(2 ** (lv + 1), t) // min(2**lv, t) for t in token_size) for lv in range(levels)]
+        channels = [feature_size * 2**lv for lv in range(levels + 1)]
+        self.skip_levels = [min(j + 1, levels) for j in range(num_hidden_skips)]
+        skips_at = [self.skip_levels.count(lv) for lv in range(levels + 1)]
+
+        self.encoder1 = ResidualConvBlock(ndim, in_channels, channels[0])
+        self.hidden_skip_proj = nn.ModuleList(
+            nn.Identity() if lv == levels else _TokenUpsampler(ndim, embed_dim, channels[lv], up_strides[lv:][::-1])
+            for lv in self.skip_levels
+        )
+        if skips_at[levels]:
+            self.bottleneck = ResidualConvBlock(ndim, embed_dim * (1 + skips_at[levels]), channels[levels])
+            top_channels = channels[levels]
+        else:
+            self.bottleneck = nn.Identity()
+            top_channels = embed_dim
+        self.decoders = nn.ModuleList(
+            _UpBlock(ndim, top_channels if lv == levels - 1 else channels[lv + 1], channels[lv], up_strides[lv],
+                     skips_at[lv] + (lv == 0))
+            for lv in range(levels)
+        )
+        conv, _, _ = _layers(ndim)
+        self.out = conv(channels[0], num_classes, kernel_size=1)
+
+    def forward(
+        self, image: torch.Tensor, bottleneck: torch.Tensor, hidden_skips: Sequence[torch.Tensor], grid: Sequence[int]
+    ) -> torch.Tensor:
+        levels = self.num_levels
+        skips_by_level: list[list[torch.Tensor]] = [[] for _ in range(levels + 1)]
+        skips_by_level[0].append(self.encoder1(image))
+        for tokens, proj, lv in zip(hidden_skips, self.hidden_skip_proj, self.skip_levels):
+            skips_by_level[lv].append(proj(tokens_to_feature_map(tokens, grid)))
+        x = tokens_to_feature_map(bottleneck, grid)
+        if skips_by_level[levels]:
+            x = self.bottleneck(torch.cat([x, *skips_by_level[levels]], dim=1))
+        for lv in reversed(range(levels)):
+            x = self.decoders[lv](x, skips_by_level[lv])
+        return self.out(x)
