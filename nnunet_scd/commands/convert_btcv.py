@@ -1,0 +1,39 @@
+"""``nnunet-scd convert-btcv``: turn the BTCV RawData folder into nnU-Net v2's Dataset017."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_scd.datasets.btcv import BTCVFolderError, convert_btcv
+    from nnunet_scd.datasets.raw import raw_root_from_env
+
+    raw_root = raw_root_from_env(args.out)
+    try:
+        folder = convert_btcv(args.raw_dir, raw_root, progress=True)
+    except (BTCVFolderError, FileExistsError) as error:
+        print(f"nnunet-scd convert-btcv: {error}", file=sys.stderr)
+        return 2
+    print(f"Wrote {folder}")
+    print("Next: nnUNetv2_plan_and_preprocess -d 17 --verify_dataset_integrity")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-btcv",
+        help="convert the BTCV abdomen RawData folder into Dataset017_AbdominalOrganSegmentation",
+        description=(
+            "Convert BTCV (Multi-Atlas Labeling Beyond the Cranial Vault, abdomen; RawData.zip from Synapse "
+            "syn3193805) into nnU-Net v2's Dataset017_AbdominalOrganSegmentation with its 13 organ labels. "
+            "Reads RAW_DIR/Training/img/img00XX.nii.gz and RAW_DIR/Training/label/label00XX.nii.gz, and "
+            "RAW_DIR/Testing/img/img00XX.nii.gz into imagesTs when present. Each label is checked against "
+            "its image geometry. Converted cases are skipped on a rerun."
+        ),
+    )
+    parser.add_argument("raw_dir", metavar="RAW_DIR", help="the unzipped BTCV RawData folder (or its parent)")
+    parser.add_argument("-o", "--out", default=None,
+                        help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
+    parser.set_defaults(run=run)
