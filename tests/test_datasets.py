@@ -1,0 +1,235 @@
+"""Synthetic phantoms, the BTCV converter and their commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk  # noqa: N813
+
+from nnunet_scd.commands import convert_btcv as convert_btcv_command
+from nnunet_scd.commands import synth as synth_command
+from nnunet_scd.datasets.btcv import BTCV_LABELS, BTCVFolderError, convert_btcv, find_btcv_cases
+from nnunet_scd.datasets.phantom import LABELS, generate_phantom, summarize, write_phantom_dataset
+
+SMALL = (24, 48, 48)
+
+
+def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = tmp_path_factory.mktemp("raw")
+    return write_phantom_dataset(raw, dataset_id=990, num_cases=4, shape=SMALL, seed=3, num_test_cases=1)
+
+
+# ---------------------------------------------------------------- phantoms
+
+
+def test_same_seed_gives_identical_arrays_and_other_seed_differs() -> None:
+    a = generate_phantom(np.random.default_rng(7))
+    b = generate_phantom(np.random.default_rng(7))
+    c = generate_phantom(np.random.default_rng(8))
+    assert a.image.tobytes() == b.image.tobytes() and a.label.tobytes() == b.label.tobytes()
+    assert a.spacing_xyz == b.spacing_xyz
+    assert a.image.shape != c.image.shape or not np.array_equal(a.image, c.image)
+
+
+def test_written_dataset_is_reproducible_from_seed(tmp_path: Path, phantom_set: Path) -> None:
+    again = write_phantom_dataset(tmp_path, dataset_id=990, num_cases=4, shape=SMALL, seed=3, num_test_cases=1)
+    for sub in ("imagesTr/phantom_002_0000.nii.gz", "labelsTr/phantom_002.nii.gz",
+                "imagesTs/phantom_ts_000_0000.nii.gz"):
+        assert np.array_equal(_read(phantom_set / sub)[0], _read(again / sub)[0]), sub
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_organ_is_present_and_gallbladder_is_small(index: int) -> None:
+    phantom = generate_phantom(np.random.default_rng([0, 0, index]))
+    counts = np.bincount(phantom.label.ravel(), minlength=len(LABELS))
+    assert len(counts) == len(LABELS) == 8  # background + 7 organs, no stray values
+    missing = [name for name, value in LABELS.items() if counts[value] == 0]
+    assert not missing, f"case {index} lacks {missing}"
+    assert counts[LABELS["gallbladder"]] < 0.01 * phantom.label.size  # the small one
+    assert counts[LABELS["liver"]] == counts[1:].max()  # the big one
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_foreground_is_a_small_fraction_like_btcv(index: int) -> None:
+    phantom = generate_phantom(np.random.default_rng([0, 0, index]))
+    assert 0.02 <= phantom.foreground_fraction <= 0.15
+    assert (phantom.image < -900).mean() > 0.2  # air around the body, in HU
+    body = phantom.image > -500
+    assert 0.2 < body.mean() < 0.8
+
+
+def test_intensities_separate_tissues_in_hu() -> None:
+    phantom = generate_phantom(np.random.default_rng(1))
+    median = {name: float(np.median(phantom.image[phantom.label == value])) for name, value in LABELS.items()}
+    assert median["background"] < -100  # air and fat dominate the unlabelled voxels
+    assert median["aorta"] > median["liver"] > median["gallbladder"]
+    assert 60 < median["liver"] < 160 and -30 < median["gallbladder"] < 60
+
+
+def test_images_vary_in_size_and_spacing_is_anisotropic_in_sitk_order(phantom_set: Path) -> None:
+    shapes = set()
+    for label_path in sorted((phantom_set / "labelsTr").glob("*.nii.gz")):
+        image_path = phantom_set / "imagesTr" / label_path.name.replace(".nii.gz", "_0000.nii.gz")
+        array, image = _read(image_path)
+        _, label = _read(label_path)
+        x, y, z = image.GetSpacing()  # SimpleITK order is (x, y, z)
+        assert x == pytest.approx(y) and 0.6 < x < 1.0 and 1.5 < z < 3.5 and z > 2 * x
+        assert array.shape == image.GetSize()[::-1] and array.dtype == np.int16
+        assert label.GetSize() == image.GetSize() and label.GetSpacing() == image.GetSpacing()
+        assert label.GetPixelID() == sitk.sitkUInt8
+        shapes.add(array.shape)
+    assert len(shapes) > 1
+
+
+def test_dataset_json_is_accepted_by_nnunet(phantom_set: Path) -> None:
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    dataset_json = json.loads((phantom_set / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "CT"}
+    assert dataset_json["labels"] == LABELS and dataset_json["numTraining"] == 4
+    cases = get_filenames_of_train_images_and_targets(str(phantom_set), dataset_json)
+    assert sorted(cases) == [f"phantom_{i:03d}" for i in range(4)]
+    verify_dataset_integrity(str(phantom_set), num_processes=1)  # raises on any problem
+    assert 0.02 < summarize(phantom_set)["foreground_mean"] < 0.15
+
+
+def test_rerun_keeps_finished_cases_and_redoes_unfinished_ones(tmp_path: Path) -> None:
+    folder = write_phantom_dataset(tmp_path, dataset_id=991, num_cases=3, shape=SMALL)
+    kept = folder / "imagesTr" / "phantom_000_0000.nii.gz"
+    os.utime(kept, (1, 1))
+    broken = folder / "labelsTr" / "phantom_001.nii.gz"
+    reference = _read(broken)[0]
+    broken.unlink()  # as if interrupted between the image and its label
+    write_phantom_dataset(tmp_path, dataset_id=991, num_cases=2, shape=SMALL)
+    assert kept.stat().st_mtime == 1
+    assert np.array_equal(_read(broken)[0], reference)
+    assert not (folder / "labelsTr" / "phantom_002.nii.gz").exists()  # fewer cases asked for
+    assert not (folder / "imagesTr" / "phantom_002_0000.nii.gz").exists()
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    assert not (folder / ".partial").exists()
+
+
+def test_existing_folder_with_other_parameters_is_refused(tmp_path: Path) -> None:
+    write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, seed=0)
+    with pytest.raises(FileExistsError, match="another dataset id"):
+        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, seed=1)
+    with pytest.raises(FileExistsError, match="unique"):
+        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, name="Other")
+
+
+# ---------------------------------------------------------------- BTCV
+
+
+def _fake_btcv(root: Path, train: tuple[int, ...] = (1, 2, 3), test: tuple[int, ...] = (61,)) -> Path:
+    rng = np.random.default_rng(0)
+    for sub in ("Training/img", "Training/label", "Testing/img"):
+        (root / "RawData" / sub).mkdir(parents=True, exist_ok=True)
+    for number in train + test:
+        image = sitk.GetImageFromArray(rng.integers(-1000, 1000, (5, 12, 10)).astype(np.int16))
+        image.SetSpacing((0.7, 0.7, 3.0))
+        image.SetOrigin((-5.0, 10.0, 20.0))
+        split = "Training" if number in train else "Testing"
+        sitk.WriteImage(image, str(root / "RawData" / split / "img" / f"img{number:04d}.nii.gz"))
+        if number in train:
+            label = sitk.GetImageFromArray(rng.integers(0, 14, (5, 12, 10)).astype(np.uint8))
+            label.CopyInformation(image)
+            sitk.WriteImage(label, str(root / "RawData/Training/label" / f"label{number:04d}.nii.gz"))
+    return root / "RawData"
+
+
+def test_convert_btcv_writes_dataset017_with_13_organs(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv")
+    folder = convert_btcv(source, tmp_path / "raw")
+    assert folder.name == "Dataset017_AbdominalOrganSegmentation"
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["labels"] == BTCV_LABELS and len(BTCV_LABELS) == 14
+    assert dataset_json["labels"]["liver"] == 6 and dataset_json["labels"]["left_adrenal_gland"] == 13
+    assert dataset_json["numTraining"] == 3 and dataset_json["channel_names"] == {"0": "CT"}
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["img0061_0000.nii.gz"]
+    for number in (1, 2, 3):
+        src_image, src_geometry = _read(source / "Training/img" / f"img{number:04d}.nii.gz")
+        out_image, out_geometry = _read(folder / "imagesTr" / f"img{number:04d}_0000.nii.gz")
+        assert np.array_equal(src_image, out_image)
+        assert out_geometry.GetSpacing() == src_geometry.GetSpacing()
+        assert out_geometry.GetOrigin() == src_geometry.GetOrigin()
+        src_label = _read(source / "Training/label" / f"label{number:04d}.nii.gz")[0]
+        assert np.array_equal(src_label, _read(folder / "labelsTr" / f"img{number:04d}.nii.gz")[0])
+
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_malformed_btcv_folder_names_what_is_missing(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv")
+    (source / "Training/label/label0002.nii.gz").unlink()
+    (source / "Training/img/img0003.nii.gz").unlink()
+    with pytest.raises(BTCVFolderError) as error:
+        find_btcv_cases(source)
+    assert "img0002.nii.gz has no label" in str(error.value) and "label0002.nii.gz" in str(error.value)
+    assert "label0003.nii.gz has no image" in str(error.value)
+    with pytest.raises(BTCVFolderError, match=r"missing folder .*Training[/\\]img"):
+        find_btcv_cases(tmp_path)  # neither RawData nor Training here
+    assert not (tmp_path / "raw").exists()
+
+
+def test_btcv_label_with_other_geometry_is_refused(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2))
+    path = source / "Training/label/label0002.nii.gz"
+    label = sitk.ReadImage(str(path))
+    label.SetSpacing((0.7, 0.7, 5.0))
+    sitk.WriteImage(label, str(path))
+    with pytest.raises(BTCVFolderError, match=r"label0002\.nii\.gz does not match .*spacing"):
+        convert_btcv(source, tmp_path / "raw")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet-scd")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    synth_command.add_parser(subparsers)
+    convert_btcv_command.add_parser(subparsers)
+    return parser
+
+
+@pytest.mark.parametrize("command,expected", [("synth", "--num-cases"), ("convert-btcv", "RAW_DIR")])
+def test_command_help(command: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert expected in capsys.readouterr().out
+
+
+def test_synth_command_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["synth", "-n", "2", "--shape", "16", "32", "32", "-d", "993", "-o", str(tmp_path)])
+    assert args.run(args) == 0
+    assert "foreground fraction" in capsys.readouterr().out
+    assert len(list((tmp_path / "Dataset993_SCDPhantom" / "labelsTr").glob("*.nii.gz"))) == 2
+
+
+def test_commands_without_output_folder_say_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    for argv in (["synth"], ["convert-btcv", "somewhere"]):
+        args = _parser().parse_args(argv)
+        with pytest.raises(SystemExit, match="nnUNet_raw"):
+            args.run(args)
+
+
+def test_convert_btcv_command_reports_malformed_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["convert-btcv", str(tmp_path), "-o", str(tmp_path / "raw")])
+    assert args.run(args) == 2
+    assert "Training" in capsys.readouterr().err
