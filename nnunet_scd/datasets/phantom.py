@@ -10,6 +10,9 @@ Array order is numpy's (z, y, x); SimpleITK spacing order is (x, y, z). The imag
 SimpleITK's default LPS frame: x grows to the patient's left, y to posterior, z to superior.
 Everything is vectorised and driven by one ``numpy.random.Generator`` per case, so a seed gives
 byte-identical arrays.
+
+Sizes scale with the image, not with a real patient: at the default 96 x 96 voxels of 0.8 mm the
+field of view is about 77 mm, so the torso is a miniature with realistic proportions and spacing.
 """
 
 from __future__ import annotations
@@ -154,8 +157,13 @@ def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48
     hu[inner] = np.where(bowel, BOWEL_HU, FAT_HU)[inner]
 
     unit = float(ax.mean())  # organ sizes and offsets scale with the body
-    mm = lambda fx, fy, fz: np.array([fx * unit, cy + fy * unit, fz * z.max()], dtype=np.float32)  # noqa: E731
-    jitter = lambda s=0.05: rng.uniform(-s, s)  # noqa: E731
+
+    def mm(fx: float, fy: float, fz: float) -> np.ndarray:
+        # A point given as fractions of the body size (x, y) and of the stack height (z).
+        return np.array([fx * unit, cy + fy * unit, fz * z.max()], dtype=np.float32)
+
+    def jitter(spread: float = 0.05) -> float:
+        return rng.uniform(-spread, spread)
 
     # Spine and paraspinal muscles (not labelled): organs must not cover them.
     spine_c = mm(0.0, float(ay.mean()) / unit * 0.62, 0.5)
@@ -173,11 +181,10 @@ def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48
     label = np.zeros(size, dtype=np.uint8)
     texture = _smooth_field(rng, (x / 4.0, y / 4.0, z / 6.0), terms=5, freq=(0.5, 1.5), amplitude=8.0)
 
-    def paint(name: str, mask: np.ndarray, hu_value: float | None = None) -> None:
+    def paint(name: str, mask: np.ndarray) -> None:
         mask = mask & allowed
         label[mask] = LABELS[name]
-        value = ORGAN_HU[name] if hu_value is None else hu_value
-        hu[mask] = (value + rng.normal(0.0, 8.0) + texture)[mask]
+        hu[mask] = (ORGAN_HU[name] + rng.normal(0.0, 8.0) + texture)[mask]
 
     # Largest first; later (smaller) organs win overlaps, so every small organ survives.
     # Liver: a right lobe plus a smaller left lobe reaching across the midline, upper abdomen.
