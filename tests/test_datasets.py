@@ -172,6 +172,18 @@ def test_convert_btcv_writes_dataset017_with_13_organs(tmp_path: Path) -> None:
     verify_dataset_integrity(str(folder), num_processes=1)
 
 
+def test_convert_btcv_rerun_skips_converted_cases_and_adds_new_ones(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    folder = convert_btcv(source, tmp_path / "raw")
+    done = folder / "labelsTr" / "img0001.nii.gz"
+    os.utime(done, (1, 1))
+    _fake_btcv(tmp_path / "btcv", train=(1, 2, 3), test=())
+    convert_btcv(source, tmp_path / "raw")
+    assert done.stat().st_mtime == 1
+    assert (folder / "labelsTr" / "img0003.nii.gz").is_file()
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 3
+
+
 def test_malformed_btcv_folder_names_what_is_missing(tmp_path: Path) -> None:
     source = _fake_btcv(tmp_path / "btcv")
     (source / "Training/label/label0002.nii.gz").unlink()
