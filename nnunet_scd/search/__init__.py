@@ -1,0 +1,36 @@
+"""Joint multi-dimensional search: masked blocks, L1 penalty, global thresholds, physical slicing."""
+
+from nnunet_scd.search.derive import check_budget, derive_keep, global_keep, keep_widths
+from nnunet_scd.search.masked_vit import SlimAttention, SlimBlock, SlimMlp
+from nnunet_scd.search.penalty import mask_penalty, mask_statistics
+from nnunet_scd.search.pixel_classifier import PixelClassifier, WithPixelClassifier
+from nnunet_scd.search.slicing import (
+    apply_widths,
+    block_widths,
+    load_sliced_state,
+    mask_blocks,
+    masked_blocks,
+    slice_block,
+    slice_blocks,
+)
+
+__all__ = [
+    "PixelClassifier",
+    "SlimAttention",
+    "SlimBlock",
+    "SlimMlp",
+    "WithPixelClassifier",
+    "apply_widths",
+    "block_widths",
+    "check_budget",
+    "derive_keep",
+    "global_keep",
+    "keep_widths",
+    "load_sliced_state",
+    "mask_blocks",
+    "mask_penalty",
+    "mask_statistics",
+    "masked_blocks",
+    "slice_block",
+    "slice_blocks",
+]

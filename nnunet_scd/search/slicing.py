@@ -1,0 +1,167 @@
+"""Turn an SCDNet's timm blocks into masked search blocks, and masked blocks into physically sliced ones.
+
+Slicing keeps only the rows of ``qkv``/``fc1`` and the columns of ``proj``/``fc2`` that belong to
+kept channels; no zeroed weight survives. The mask values of kept channels are folded into the
+weights (q, k and v rows each take the head-channel mask, fc2 columns the neuron mask), so the
+sliced block computes exactly what the masked block computed when the pruned masks are zero.
+Heads are reordered by width so that equal widths are adjacent (one SDPA call per width).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnunet_scd.search.masked_vit import SlimBlock
+
+__all__ = [
+    "apply_widths",
+    "block_widths",
+    "load_sliced_state",
+    "mask_blocks",
+    "masked_blocks",
+    "slice_block",
+    "slice_blocks",
+]
+
+
+def _drop_rate(block: nn.Module) -> float:
+    return float(getattr(block.drop_path1, "drop_prob", 0.0))
+
+
+def _dense_scale(blocks: nn.ModuleList) -> float:
+    block = blocks[0]
+    if isinstance(block, SlimBlock):
+        return block.attn.scale
+    return float(block.attn.scale)
+
+
+def mask_blocks(network: nn.Module) -> nn.Module:
+    """Replace ``network.blocks`` (timm ``Block``) in place by masked ``SlimBlock``s with the same weights."""
+    blocks = network.blocks
+    for i, block in enumerate(blocks):
+        if isinstance(block, SlimBlock):
+            raise ValueError(f"block {i} is already a SlimBlock; mask_blocks expects the dense timm blocks.")
+        attn = block.attn
+        masked = SlimBlock(
+            attn.qkv.in_features, [attn.head_dim] * attn.num_heads, block.mlp.fc1.out_features,
+            qkv_bias=attn.qkv.bias is not None, drop_path=_drop_rate(block), scale=float(attn.scale), masked=True,
+        )
+        missing, unexpected = masked.load_state_dict(block.state_dict(), strict=False)
+        if unexpected or set(missing) != {"attn.head_mask", "mlp.neuron_mask"}:
+            raise ValueError(f"block {i} is not a plain timm Block: missing {missing}, unexpected {unexpected}.")
+        blocks[i] = masked.to(attn.qkv.weight.device)
+    return network
+
+
+def masked_blocks(network: nn.Module) -> list[SlimBlock]:
+    """The masked encoder blocks of a network, or a ValueError if it has none (not a search network)."""
+    blocks = [b for b in getattr(network, "blocks", []) if isinstance(b, SlimBlock) and b.attn.head_mask is not None]
+    if not blocks or len(blocks) != len(network.blocks):
+        raise ValueError("the network has no search masks on its encoder blocks; it was not built by a search trainer.")
+    return blocks
+
+
+@torch.no_grad()
+def slice_block(block: SlimBlock, keep_attn: torch.Tensor, keep_mlp: torch.Tensor) -> SlimBlock:
+    """A compact copy of a masked block that keeps the channels marked True.
+
+    Args:
+        block: a masked block (uniform heads, ``head_mask`` (H, d_head), ``neuron_mask`` (hidden,)).
+        keep_attn: bool (H, d_head), head-dim channels to keep.
+        keep_mlp: bool (hidden,), MLP neurons to keep.
+    """
+    attn, mlp = block.attn, block.mlp
+    if attn.head_mask is None or mlp.neuron_mask is None:
+        raise ValueError("slice_block needs a masked block (built by mask_blocks).")
+    if keep_attn.shape != attn.head_mask.shape or keep_mlp.shape != mlp.neuron_mask.shape:
+        raise ValueError(
+            f"keep masks of shape {tuple(keep_attn.shape)}, {tuple(keep_mlp.shape)} do not match the block's "
+            f"masks {tuple(attn.head_mask.shape)}, {tuple(mlp.neuron_mask.shape)}."
+        )
+    heads, head_dim = attn.head_mask.shape
+    widths = keep_attn.sum(1).tolist()
+    order = sorted((h for h in range(heads) if widths[h] > 0), key=lambda h: -widths[h])  # stable: ties by index
+    channels = torch.cat([h * head_dim + keep_attn[h].nonzero().flatten() for h in order]) if order else (
+        torch.zeros(0, dtype=torch.long))
+    channels = channels.to(attn.qkv.weight.device)
+    scale = attn.head_mask.flatten()[channels]
+    neurons = keep_mlp.nonzero().flatten().to(mlp.fc1.weight.device)
+    dim = attn.qkv.in_features
+    sliced = SlimBlock(
+        dim, [widths[h] for h in order], len(neurons), qkv_bias=attn.qkv.bias is not None,
+        drop_path=_drop_rate(block), scale=attn.scale,
+    ).to(attn.qkv.weight.device)
+    inner = heads * head_dim
+    rows = torch.cat([s * inner + channels for s in range(3)])
+    sliced.attn.qkv.weight.copy_(attn.qkv.weight[rows] * scale.repeat(3)[:, None])
+    if attn.qkv.bias is not None:
+        sliced.attn.qkv.bias.copy_(attn.qkv.bias[rows] * scale.repeat(3))
+    sliced.attn.proj.weight.copy_(attn.proj.weight[:, channels])
+    sliced.attn.proj.bias.copy_(attn.proj.bias)
+    sliced.mlp.fc1.weight.copy_(mlp.fc1.weight[neurons])
+    sliced.mlp.fc1.bias.copy_(mlp.fc1.bias[neurons])
+    sliced.mlp.fc2.weight.copy_(mlp.fc2.weight[:, neurons] * mlp.neuron_mask[neurons])
+    sliced.mlp.fc2.bias.copy_(mlp.fc2.bias)
+    for name in ("norm1", "norm2"):
+        getattr(sliced, name).load_state_dict(getattr(block, name).state_dict())
+    return sliced
+
+
+def slice_blocks(network: nn.Module, keep: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
+    """Replace each masked block of ``network`` in place by its sliced copy; ``keep`` from ``derive``."""
+    blocks = masked_blocks(network)
+    if len(keep) != len(blocks):
+        raise ValueError(f"got keep masks for {len(keep)} blocks but the network has {len(blocks)}.")
+    for i, (block, (keep_attn, keep_mlp)) in enumerate(zip(blocks, keep)):
+        network.blocks[i] = slice_block(block, keep_attn, keep_mlp)
+    return network
+
+
+def block_widths(network: nn.Module) -> list[dict[str, Any]]:
+    """Per-block widths of a sliced network, as recorded in the plans."""
+    return [b.widths for b in network.blocks]
+
+
+def apply_widths(network: nn.Module, widths: Sequence[dict[str, Any]]) -> nn.Module:
+    """Replace the dense blocks of a freshly built SCDNet in place by sliced blocks of the recorded widths.
+
+    The new blocks are freshly initialised; load the sliced weights afterwards (``load_sliced_state``).
+    """
+    blocks = network.blocks
+    if len(widths) != len(blocks):
+        raise ValueError(
+            f"the plans record widths for {len(widths)} encoder blocks but the network has {len(blocks)}; the "
+            "slim plans were derived for another model size. Use the slim trainer matching the search trainer."
+        )
+    scale = _dense_scale(blocks)
+    for i, (block, width) in enumerate(zip(blocks, widths)):
+        dim = block.norm1.normalized_shape[0]
+        head_dims = [int(d) for d in width["head_dims"]]
+        if sorted(head_dims, reverse=True) != head_dims:
+            raise ValueError(f"block {i}: recorded head widths {head_dims} must be sorted in decreasing order.")
+        qkv_bias = block.attn.qkv.bias is not None
+        blocks[i] = SlimBlock(dim, head_dims, int(width["mlp_hidden"]), qkv_bias=qkv_bias,
+                              drop_path=_drop_rate(block), scale=scale).to(block.norm1.weight.device)
+    return network
+
+
+def load_sliced_state(network: nn.Module, state: dict[str, torch.Tensor], source: str = "the sliced weights") -> None:
+    """Load a sliced state dict, with a ValueError naming the first mismatch instead of a shape dump."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if k in state and
+             state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        detail = (f"first shape mismatch {wrong[0][0]}: {wrong[0][1]} in the file, {wrong[0][2]} in the network"
+                  if wrong else f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+        raise ValueError(
+            f"{source} do not match the network built from these plans ({detail}). The plans and the weights "
+            "come from different `nnunet-scd slim` runs or trainers; rerun `nnunet-scd slim` and train with the "
+            "slim trainer matching the search trainer."
+        )
+    network.load_state_dict(state)

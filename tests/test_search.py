@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import TINY
+
+from nnunet_scd import SCDNet
+from nnunet_scd.search import (
+    SlimAttention,
+    SlimBlock,
+    WithPixelClassifier,
+    apply_widths,
+    block_widths,
+    check_budget,
+    derive_keep,
+    global_keep,
+    keep_widths,
+    load_sliced_state,
+    mask_blocks,
+    mask_penalty,
+    masked_blocks,
+    slice_blocks,
+)
+
+WIDE = dict(TINY, embed_dim=48, num_heads=4)  # head_dim 12, MLP 192
+
+
+def _net(keep_ratios=(0.5, 0.5, 0.5), **kwargs) -> SCDNet:
+    return SCDNet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=keep_ratios, **{**WIDE, **kwargs}).eval()
+
+
+def _randomise_masks(net: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for block in masked_blocks(net):
+            block.attn.head_mask.uniform_(0.2, 1.5)
+            block.mlp.neuron_mask.uniform_(0.2, 1.5)
+
+
+def _zero_pruned(net: torch.nn.Module, keep) -> None:
+    with torch.no_grad():
+        for block, (keep_attn, keep_mlp) in zip(masked_blocks(net), keep):
+            block.attn.head_mask[~keep_attn] = 0
+            block.mlp.neuron_mask[~keep_mlp] = 0
+
+
+def test_masked_blocks_with_unit_masks_reproduce_the_dense_network():
+    net = _net(keep_ratios=None)
+    x = torch.randn(2, 1, 16, 32, 32)
+    dense = net(x)
+    mask_blocks(net)
+    torch.testing.assert_close(net(x), dense, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("keep_ratios", [None, (0.5, 0.5, 0.5)])
+def test_slicing_is_exact_when_pruned_masks_are_zero(keep_ratios):
+    net = mask_blocks(_net(keep_ratios))
+    _randomise_masks(net)
+    keep = derive_keep(net, 0.6)
+    _zero_pruned(net, keep)
+    x = torch.randn(2, 1, 16, 32, 32)
+    masked_out = net(x)
+    sliced = slice_blocks(copy.deepcopy(net), keep)
+    assert all(b.attn.head_mask is None for b in sliced.blocks)
+    torch.testing.assert_close(sliced(x), masked_out, atol=1e-5, rtol=1e-4)
+
+
+def test_sliced_blocks_keep_no_zeroed_weights():
+    net = mask_blocks(_net(None))
+    _randomise_masks(net)
+    keep = derive_keep(net, 0.5)
+    slice_blocks(net, keep)
+    for block, (keep_attn, keep_mlp) in zip(net.blocks, keep):
+        assert block.attn.qkv.out_features == 3 * int(keep_attn.sum())
+        assert block.attn.proj.in_features == int(keep_attn.sum())
+        assert block.mlp.fc1.out_features == int(keep_mlp.sum()) == block.mlp.fc2.in_features
+
+
+def test_uneven_head_widths_match_a_per_head_reference():
+    attn = SlimAttention(16, [5, 5, 3, 1], scale=0.25).eval()
+    x = torch.randn(2, 7, 16)
+    q, k, v = attn.qkv(x).split(attn.inner_dim, dim=-1)
+    outs, start = [], 0
+    for width in attn.head_dims:
+        qh, kh, vh = (t[..., start:start + width] for t in (q, k, v))
+        weights = torch.softmax(qh @ kh.transpose(1, 2) * 0.25, dim=-1)
+        outs.append(weights @ vh)
+        start += width
+    torch.testing.assert_close(attn(x), attn.proj(torch.cat(outs, dim=-1)), atol=1e-5, rtol=1e-5)
+
+
+def test_equal_head_widths_must_be_adjacent_and_positive():
+    with pytest.raises(ValueError, match="adjacent"):
+        SlimAttention(16, [4, 2, 4])
+    with pytest.raises(ValueError, match="positive"):
+        SlimAttention(16, [4, 0])
+
+
+def test_a_block_whose_heads_and_neurons_are_all_pruned_still_runs():
+    block = SlimBlock(16, [], 0, scale=0.5)
+    x = torch.randn(2, 5, 16)
+    assert block(x).shape == x.shape
+
+
+def test_budgets_give_the_expected_global_widths():
+    masks = [torch.tensor([[0.9, 0.1], [0.8, 0.7]]), torch.tensor([[0.05, 0.6], [0.3, 0.2]])]
+    keep = global_keep(masks, 0.5)
+    assert [k.tolist() for k in keep] == [[[True, False], [True, True]], [[False, True], [False, False]]]
+    assert sum(int(k.sum()) for k in global_keep(masks, 0.7)) == round(0.7 * 8)
+    assert all(k.all() for k in global_keep(masks, 1.0))
+
+
+def test_widths_differ_by_layer_and_are_recorded_decreasing():
+    net = mask_blocks(_net(None))
+    with torch.no_grad():
+        net.blocks[0].attn.head_mask[1:] = 0.01  # block 0 keeps only its first head
+        net.blocks[3].mlp.neuron_mask[:100] = 0.01
+    keep = derive_keep(net, 0.7)
+    widths = keep_widths(keep)
+    assert widths[0]["head_dims"] == [12]
+    assert widths[3]["mlp_hidden"] < widths[1]["mlp_hidden"]
+    total_attn = sum(sum(w["head_dims"]) for w in widths)
+    assert total_attn == round(0.7 * 4 * 4 * 12)
+    slice_blocks(net, keep)
+    assert block_widths(net) == widths
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.01, float("nan"), "x"])
+def test_bad_budgets_are_rejected_with_a_clear_error(budget):
+    with pytest.raises(ValueError, match=r"budget"):
+        check_budget(budget)
+
+
+def test_rebuilt_network_from_widths_loads_the_sliced_weights():
+    net = mask_blocks(_net())
+    _randomise_masks(net)
+    slice_blocks(net, derive_keep(net, 0.6))
+    rebuilt = apply_widths(_net(), block_widths(net))
+    load_sliced_state(rebuilt, net.state_dict())
+    x = torch.randn(1, 1, 16, 32, 32)
+    torch.testing.assert_close(rebuilt(x), net(x))
+
+
+def test_plans_that_do_not_match_the_weights_give_a_clear_error():
+    net = mask_blocks(_net())
+    slice_blocks(net, derive_keep(net, 0.6))
+    other = mask_blocks(_net())
+    _randomise_masks(other)
+    slice_blocks(other, derive_keep(other, 0.5))
+    with pytest.raises(ValueError, match="do not match the network built from these plans"):
+        load_sliced_state(apply_widths(_net(), block_widths(other)), net.state_dict())
+    with pytest.raises(ValueError, match="encoder blocks"):
+        apply_widths(_net(), block_widths(net)[:2])
+
+
+def test_penalty_is_the_weighted_l1_of_the_masks():
+    net = mask_blocks(_net(None))
+    _randomise_masks(net)
+    blocks = masked_blocks(net)
+    attn = sum(b.attn.head_mask.abs().sum() for b in blocks)
+    mlp = sum(b.mlp.neuron_mask.abs().sum() for b in blocks)
+    torch.testing.assert_close(mask_penalty(net, 2e-4, 5e-5), 2e-4 * attn + 5e-5 * mlp)
+    with pytest.raises(ValueError, match="no search masks"):
+        mask_penalty(_net(None))
+
+
+def test_gradients_reach_every_mask():
+    net = mask_blocks(_net()).train()
+    loss = net(torch.randn(2, 1, 16, 32, 32)).square().mean() + mask_penalty(net)
+    loss.backward()
+    for block in masked_blocks(net):
+        assert block.attn.head_mask.grad is not None and block.attn.head_mask.grad.abs().sum() > 0
+        assert block.mlp.neuron_mask.grad is not None and block.mlp.neuron_mask.grad.abs().sum() > 0
+
+
+def test_pixel_classifier_starts_as_the_identity_and_learns():
+    net = _net()
+    wrapped = WithPixelClassifier(net).eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    torch.testing.assert_close(wrapped(x), net(x))
+    wrapped.train()
+    wrapped(x).sum().backward()
+    assert wrapped.pixel_classifier.out.weight.grad.abs().sum() > 0
+    assert all(name.startswith("network.") for name in wrapped.no_weight_decay())
