@@ -15,6 +15,8 @@ from collections.abc import Sequence
 # Order is the order shown by --help.
 SUBCOMMAND_MODULES = (
     "nnunet_scd.commands.demo",
+    "nnunet_scd.commands.synth",
+    "nnunet_scd.commands.convert_btcv",
     "nnunet_scd.commands.env",
 )
 
