@@ -1,7 +1,8 @@
 """Joint multi-dimensional search: masked blocks, L1 penalty, global thresholds, physical slicing."""
 
-from nnunet_scd.search.derive import check_budget, derive_keep, global_keep, keep_widths
+from nnunet_scd.search.derive import check_budget, derive_keep, fit_keep, global_keep, keep_widths
 from nnunet_scd.search.masked_vit import SlimAttention, SlimBlock, SlimMlp
+from nnunet_scd.search.measure import Cost, measure_cost
 from nnunet_scd.search.penalty import mask_penalty, mask_statistics
 from nnunet_scd.search.pixel_classifier import PixelClassifier, WithPixelClassifier
 from nnunet_scd.search.slicing import (
@@ -15,6 +16,7 @@ from nnunet_scd.search.slicing import (
 )
 
 __all__ = [
+    "Cost",
     "PixelClassifier",
     "SlimAttention",
     "SlimBlock",
@@ -24,12 +26,14 @@ __all__ = [
     "block_widths",
     "check_budget",
     "derive_keep",
+    "fit_keep",
     "global_keep",
     "keep_widths",
     "load_sliced_state",
     "mask_blocks",
     "mask_penalty",
     "mask_statistics",
+    "measure_cost",
     "masked_blocks",
     "slice_block",
     "slice_blocks",

@@ -14,7 +14,7 @@ from torch import nn
 
 from nnunet_scd.search.slicing import masked_blocks
 
-__all__ = ["DIMENSIONS", "check_budget", "derive_keep", "global_keep", "keep_widths"]
+__all__ = ["DIMENSIONS", "check_budget", "derive_keep", "fit_keep", "global_keep", "keep_widths"]
 
 DIMENSIONS = ("attn", "mlp")
 
@@ -63,3 +63,35 @@ def keep_widths(keep: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[
         head_dims = sorted((int(n) for n in keep_attn.sum(1).tolist() if n > 0), reverse=True)
         widths.append({"head_dims": head_dims, "mlp_hidden": int(keep_mlp.sum())})
     return widths
+
+
+def _top(values: torch.Tensor, count: int) -> torch.Tensor:
+    keep = torch.zeros(values.numel(), dtype=torch.bool)
+    keep[torch.sort(values.detach().abs().flatten().cpu(), descending=True, stable=True).indices[:count]] = True
+    return keep
+
+
+def fit_keep(network: nn.Module, widths: Sequence[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keep selections that give exactly ``widths`` (from another fold's derivation) using this network's masks.
+
+    Per block, heads are ranked by the L1 of their masks and take the recorded widths in that order
+    (widest to the most important head); each head keeps its largest channels, the MLP its largest
+    neurons. So every fold of a cross-validation gets the same architecture with its own weights.
+    """
+    blocks = masked_blocks(network)
+    if len(widths) != len(blocks):
+        raise ValueError(f"the recorded widths cover {len(widths)} blocks but the network has {len(blocks)}.")
+    keep = []
+    for i, (block, width) in enumerate(zip(blocks, widths)):
+        mask, neurons = block.attn.head_mask.detach().cpu(), block.mlp.neuron_mask.detach().cpu()
+        head_dims = list(width["head_dims"])
+        if len(head_dims) > mask.shape[0] or max(head_dims, default=0) > mask.shape[1] or \
+                width["mlp_hidden"] > neurons.numel():
+            raise ValueError(f"block {i}: recorded widths {width} exceed the network's {tuple(mask.shape)} heads "
+                             f"and {neurons.numel()} neurons; the plans come from a larger model.")
+        keep_attn = torch.zeros(mask.shape, dtype=torch.bool)
+        ranked = torch.sort(mask.abs().sum(1), descending=True, stable=True).indices.tolist()
+        for head, count in zip(ranked, head_dims):
+            keep_attn[head] = _top(mask[head], count)
+        keep.append((keep_attn, _top(neurons, int(width["mlp_hidden"]))))
+    return keep

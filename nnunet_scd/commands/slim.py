@@ -1,0 +1,86 @@
+"""``nnunet-scd slim``: derive and physically slice the subnet of a joint-search run, write slim plans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (the fraction of channels and neurons kept), got {text}")
+    return value
+
+
+def _ratio(before: float, after: float) -> str:
+    return f"{after / before:.3f}" if before else "n/a"
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
+
+    try:
+        result = derive_slim_plans(
+            args.dataset, args.configuration, args.fold, args.budget, trainer_name=args.trainer, plans=args.plans,
+            checkpoint=args.checkpoint, repeats=args.repeats, rederive=args.rederive,
+        )
+    except ValueError as error:
+        print(f"nnunet-scd slim: {error}", file=sys.stderr)
+        return 2
+    how = "reused from the existing plans (same architecture for every fold)" if result.reused_widths else "derived"
+    print(f"Widths {how}; per block (head widths | MLP):")
+    for i, width in enumerate(result.widths):
+        print(f"  block {i}: {width['head_dims']} | {width['mlp_hidden']}")
+    print(f"Largest output change from slicing (pruned masks not exactly zero): {result.max_output_change:.3g}")
+    dense = result.costs["dense"]
+    header = f"{'network':<26}{'params':>12}{'enc params':>12}{'GFLOPs':>10}{'enc GFLOPs':>12}{'ms':>10}{'enc ms':>10}"
+    print(header)
+    for name, cost in result.costs.items():
+        print(f"{name:<26}{cost.params:>12,}{cost.encoder_params:>12,}{cost.flops / 1e9:>10.2f}"
+              f"{cost.encoder_flops / 1e9:>12.2f}{cost.latency_ms:>10.1f}{cost.encoder_latency_ms:>10.1f}")
+    slim = result.costs["slim"]
+    print(f"slim / dense: encoder params {_ratio(dense.encoder_params, slim.encoder_params)}, encoder FLOPs "
+          f"{_ratio(dense.encoder_flops, slim.encoder_flops)}, encoder latency "
+          f"{_ratio(dense.encoder_latency_ms, slim.encoder_latency_ms)}, total latency "
+          f"{_ratio(dense.latency_ms, slim.latency_ms)}")
+    if args.json:
+        report = {
+            "plans_identifier": result.plans_identifier, "widths": result.widths, "budget": args.budget,
+            "costs": {k: v.as_dict() for k, v in result.costs.items()},
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    print(f"Wrote {result.plans_file} and {result.weights_file}.")
+    print(f"Next: nnUNetv2_train {args.dataset} {args.configuration} {args.fold} "
+          f"-tr {args.trainer.replace('Search', 'Slim')} -p {result.plans_identifier}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "slim",
+        help="derive, slice and save the subnet of a joint-search run as new nnU-Net plans",
+        description=(
+            "Load a search checkpoint from nnUNet_results, keep the top BUDGET fraction of attention channels and "
+            "of MLP neurons (one global threshold per type, so widths differ by block), physically slice the "
+            "Linear layers, and write <plans>_slim<B> plans and the sliced weights into nnUNet_preprocessed. "
+            "Reports parameters, FLOPs and latency before and after. If the slim plans exist (another fold), "
+            "their widths are reused so every fold gets the same architecture."
+        ),
+    )
+    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
+    parser.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 3d_fullres")
+    parser.add_argument("-f", "--fold", type=int, required=True, help="fold of the search run")
+    parser.add_argument("--budget", type=_budget, required=True, help="fraction kept, in (0, 1], e.g. 0.7")
+    parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier of the search run")
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per network (default 10)")
+    parser.add_argument("--rederive", action="store_true", help="derive new widths even if the slim plans exist")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the widths and costs as JSON")
+    parser.set_defaults(run=run)

@@ -1,0 +1,243 @@
+"""Joint-search and slim trainers: learn masks with the weights, then fine-tune the physically sliced subnet.
+
+1. ``nnUNetTrainerSCDSearch`` trains the SCD network with learnable masks on every encoder block
+   (head-dim channels shared by q/k/v, MLP neurons) and nnU-Net's loss plus an L1 penalty on the
+   masks. Each epoch the mask statistics go to the log and ``mask_distribution.png`` to the fold
+   folder.
+2. ``nnunet-scd slim`` derives widths at a budget, slices the weights and writes slim plans.
+3. ``nnUNetTrainerSCDSlim -p <slim plans>`` rebuilds the sliced network from the plans (with the
+   pixel classification module), starts from the sliced weights and fine-tunes; prediction with
+   the same plans rebuilds it.
+
+Search and slim behaviour are mixins, so every base trainer (SCD, dense UNETR, any size) gets
+both by name: ``nnUNetTrainerUNETRSearch_Tiny`` then ``nnUNetTrainerUNETRSlim_Tiny``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
+from nnunet_scd.nnunet.trainers import (
+    nnUNetTrainerSCD,
+    nnUNetTrainerSCD_Tiny,
+    nnUNetTrainerUNETR,
+    nnUNetTrainerUNETR_Tiny,
+)
+from nnunet_scd.search import (
+    WithPixelClassifier,
+    apply_widths,
+    load_sliced_state,
+    mask_blocks,
+    mask_penalty,
+    mask_statistics,
+    masked_blocks,
+)
+
+__all__ = [
+    "nnUNetTrainerSCDSearch",
+    "nnUNetTrainerSCDSearch_Tiny",
+    "nnUNetTrainerSCDSearch_Tiny_5epochs",
+    "nnUNetTrainerSCDSlim",
+    "nnUNetTrainerSCDSlim_NoPixelClassifier",
+    "nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny",
+    "nnUNetTrainerSCDSlim_Tiny",
+    "nnUNetTrainerSCDSlim_Tiny_5epochs",
+    "nnUNetTrainerUNETRSearch",
+    "nnUNetTrainerUNETRSearch_Tiny",
+    "nnUNetTrainerUNETRSearch_Tiny_5epochs",
+    "nnUNetTrainerUNETRSlim",
+    "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny",
+    "nnUNetTrainerUNETRSlim_Tiny",
+    "nnUNetTrainerUNETRSlim_Tiny_5epochs",
+]
+
+
+def _bare(network: nn.Module) -> nn.Module:
+    network = getattr(network, "module", network)  # DDP
+    return getattr(network, "_orig_mod", network)  # torch.compile
+
+
+class _PenalisedLoss:
+    """nnU-Net's loss plus the mask L1 penalty while the network trains (validation loss stays comparable)."""
+
+    def __init__(self, loss: Callable, network: nn.Module, attn_weight: float, mlp_weight: float) -> None:
+        self.loss, self.network = loss, network
+        self.attn_weight, self.mlp_weight = attn_weight, mlp_weight
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(output, target)
+        if self.network.training:
+            loss = loss + mask_penalty(self.network, self.attn_weight, self.mlp_weight)
+        return loss
+
+
+class _SearchMixin:
+    """Masks on every encoder block, trained with the weights under an L1 penalty (ViT-Slim's weights)."""
+
+    attn_penalty: float = 1e-4
+    mlp_penalty: float = 1e-4
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        network = super().build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+        )
+        return mask_blocks(network)
+
+    def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
+        optimizer, scheduler = super().configure_optimizers()
+        # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
+        masks = {id(p) for b in masked_blocks(_bare(self.network)) for p in (b.attn.head_mask, b.mlp.neuron_mask)}
+        mask_params = []
+        for group in optimizer.param_groups:
+            mask_params += [p for p in group["params"] if id(p) in masks]
+            group["params"] = [p for p in group["params"] if id(p) not in masks]
+        optimizer.add_param_group({"params": mask_params, "weight_decay": 0.0, "lr": optimizer.param_groups[0]["lr"]})
+        self.print_to_log_file(
+            f"Joint search: {len(mask_params)} mask tensors without weight decay; L1 weights attn "
+            f"{self.attn_penalty}, mlp {self.mlp_penalty}"
+        )
+        return optimizer, scheduler
+
+    def _build_loss(self):  # noqa: ANN202 - nnU-Net's signature
+        return _PenalisedLoss(super()._build_loss(), _bare(self.network), self.attn_penalty, self.mlp_penalty)
+
+    def on_epoch_end(self) -> None:
+        if self.local_rank == 0:
+            self._log_masks()
+        super().on_epoch_end()
+
+    def _log_masks(self) -> None:
+        stats = mask_statistics(_bare(self.network))
+        for i, row in enumerate(stats):
+            self.print_to_log_file(
+                f"masks block {i}: attn mean {row['attn_mean']:.3f} [{row['attn_min']:.3f}, {row['attn_max']:.3f}] "
+                f"<0.05: {row['attn_low']:.1%}; mlp mean {row['mlp_mean']:.3f} [{row['mlp_min']:.3f}, "
+                f"{row['mlp_max']:.3f}] <0.05: {row['mlp_low']:.1%}",
+                also_print_to_console=False,
+            )
+        try:
+            from nnunet_scd.search.plot import plot_mask_distribution
+
+            plot_mask_distribution(_bare(self.network), os.path.join(self.output_folder, "mask_distribution.png"),
+                                   title=f"{self.__class__.__name__}, epoch {self.current_epoch}")
+        except Exception as error:  # a failed plot must never stop a training run
+            self.print_to_log_file(f"mask distribution plot failed: {error}")
+
+
+class _SlimMixin:
+    """The sliced network from the plans' widths; starts from the sliced weights when training starts."""
+
+    pixel_classifier: bool = True
+    pixel_classifier_hidden: int = 16
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        record = slim_record(configuration_manager.configuration, configuration_manager.data_identifier)
+        check_network_matches(record, cls.network_kwargs(), cls.__name__)
+        network = super().build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+        )
+        apply_widths(network, record["blocks"])
+        return WithPixelClassifier(network, cls.pixel_classifier_hidden) if cls.pixel_classifier else network
+
+    def initialize(self) -> None:
+        fresh = not self.was_initialized
+        super().initialize()
+        if fresh:  # a checkpoint loaded later (--c, validation) overrides these weights, as it should
+            record = slim_record(self.configuration_manager.configuration)
+            path = sliced_weights_file(self.preprocessed_dataset_folder_base, record, self.fold)
+            network = _bare(self.network)
+            target = network.network if isinstance(network, WithPixelClassifier) else network
+            load_sliced_state(target, torch.load(path, map_location=self.device, weights_only=True), str(path))
+            self.print_to_log_file(
+                f"Slim network (budget {record['budget']}, from {record['search_trainer']}): started from the "
+                f"sliced weights {path}; pixel classifier {'on' if self.pixel_classifier else 'off'}; widths "
+                f"{record['blocks']}"
+            )
+
+
+# ---------------------------------------------------------------------- search
+class nnUNetTrainerSCDSearch(_SearchMixin, nnUNetTrainerSCD):
+    """SCD (ViT-B, token pruning) with learnable channel/neuron masks and their L1 penalty."""
+
+
+class nnUNetTrainerSCDSearch_Tiny(_SearchMixin, nnUNetTrainerSCD_Tiny):
+    pass
+
+
+class nnUNetTrainerSCDSearch_Tiny_5epochs(nnUNetTrainerSCDSearch_Tiny):
+    epochs = 5
+    checkpoint_every = 1
+
+
+class nnUNetTrainerUNETRSearch(_SearchMixin, nnUNetTrainerUNETR):
+    """Dense UNETR with the search masks: slim without token pruning."""
+
+
+class nnUNetTrainerUNETRSearch_Tiny(_SearchMixin, nnUNetTrainerUNETR_Tiny):
+    pass
+
+
+class nnUNetTrainerUNETRSearch_Tiny_5epochs(nnUNetTrainerUNETRSearch_Tiny):
+    epochs = 5
+    checkpoint_every = 1
+
+
+# ---------------------------------------------------------------------- slim
+class nnUNetTrainerSCDSlim(_SlimMixin, nnUNetTrainerSCD):
+    """Fine-tunes the sliced SCD network (with the pixel classification module) from the sliced weights."""
+
+
+class nnUNetTrainerSCDSlim_NoPixelClassifier(nnUNetTrainerSCDSlim):
+    pixel_classifier = False
+
+
+class nnUNetTrainerSCDSlim_Tiny(_SlimMixin, nnUNetTrainerSCD_Tiny):
+    pass
+
+
+class nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny(nnUNetTrainerSCDSlim_Tiny):
+    pixel_classifier = False
+
+
+class nnUNetTrainerSCDSlim_Tiny_5epochs(nnUNetTrainerSCDSlim_Tiny):
+    epochs = 5
+    checkpoint_every = 1
+
+
+class nnUNetTrainerUNETRSlim(_SlimMixin, nnUNetTrainerUNETR):
+    """Fine-tunes the sliced dense UNETR (slim without token pruning)."""
+
+
+class nnUNetTrainerUNETRSlim_Tiny(_SlimMixin, nnUNetTrainerUNETR_Tiny):
+    pass
+
+
+class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny(nnUNetTrainerUNETRSlim_Tiny):
+    pixel_classifier = False
+
+
+class nnUNetTrainerUNETRSlim_Tiny_5epochs(nnUNetTrainerUNETRSlim_Tiny):
+    epochs = 5
+    checkpoint_every = 1

@@ -1,0 +1,71 @@
+"""The sliced-subnet record in nnU-Net plans: per-block widths, the network it was cut from, the weights.
+
+``nnunet-scd slim`` writes a new plans identifier (e.g. ``nnUNetPlans_slim0p7``) into the dataset's
+nnUNet_preprocessed folder. Its configuration carries, under ``scd_slim``:
+
+- ``blocks``: per encoder block, the kept head widths (decreasing) and the MLP width;
+- ``network``: the SCDNet keywords of the search trainer (size, keep ratios, completion), so a
+  slim trainer of another size or sparsity is refused instead of failing on shapes;
+- ``budget``, ``search_trainer``, ``source_plans``, and ``weights``: the folder (relative to the
+  dataset's preprocessed folder) holding the sliced weights, one file per fold.
+
+nnU-Net copies the plans into the results folder, so prediction rebuilds the same widths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SLIM_PLANS_KEY", "check_network_matches", "plans_identifier", "slim_record", "sliced_weights_file"]
+
+SLIM_PLANS_KEY = "scd_slim"
+
+
+def plans_identifier(source_plans: str, budget: float) -> str:
+    """``nnUNetPlans`` at budget 0.7 -> ``nnUNetPlans_slim0p7``."""
+    return f"{source_plans}_slim{format(budget, 'g').replace('.', 'p')}"
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples -> lists, as read back from plans.json
+
+
+def slim_record(configuration: dict[str, Any], configuration_name: str = "") -> dict[str, Any]:
+    """The ``scd_slim`` record of a configuration, or a ValueError saying how to make one."""
+    record = configuration.get(SLIM_PLANS_KEY)
+    if record is None:
+        raise ValueError(
+            f"the plans configuration {configuration_name!r} records no sliced widths ('{SLIM_PLANS_KEY}'). Slim "
+            "trainers need the plans written by `nnunet-scd slim -d ID -c CONFIG -f FOLD --budget B`; pass that "
+            "plans identifier with -p (e.g. -p nnUNetPlans_slim0p7)."
+        )
+    return record
+
+
+def check_network_matches(record: dict[str, Any], network_kwargs: dict[str, Any], trainer: str) -> None:
+    """ValueError unless ``trainer`` builds the network family the widths were derived from."""
+    recorded = record["network"]
+    wanted = _normalise(network_kwargs)
+    keys = set(recorded) | set(wanted)
+    diff = {k: (recorded.get(k), wanted.get(k)) for k in keys if recorded.get(k) != wanted.get(k)}
+    if diff:
+        details = ", ".join(f"{k}: {a} in the plans vs {b}" for k, (a, b) in sorted(diff.items()))
+        suggestion = record.get("search_trainer", "the search trainer").replace("Search", "Slim")
+        raise ValueError(
+            f"these slim plans were derived from {record.get('search_trainer')}, but {trainer} builds a different "
+            f"network ({details}). Train with the matching slim trainer, e.g. -tr {suggestion}."
+        )
+
+
+def sliced_weights_file(preprocessed_dataset_folder: str | Path, record: dict[str, Any], fold: int | str) -> Path:
+    """The sliced weights of one fold, or a ValueError naming the command that writes them."""
+    path = Path(preprocessed_dataset_folder) / record["weights"] / f"fold_{fold}.pth"
+    if not path.is_file():
+        raise ValueError(
+            f"no sliced weights for fold {fold}: {path} does not exist. Derive them from that fold's search run "
+            f"with `nnunet-scd slim -f {fold} --budget {record['budget']} -tr {record.get('search_trainer')} ...` "
+            "(the widths recorded in these plans are reused)."
+        )
+    return path

@@ -1,0 +1,144 @@
+"""The search/slim glue on a fake nnU-Net results folder: slim plans, rebuild, weights, clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_scd.commands import slim as slim_command
+from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
+from nnunet_scd.nnunet.search_trainers import (
+    nnUNetTrainerSCDSearch_Tiny,
+    nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny,
+    nnUNetTrainerSCDSlim_Tiny,
+    nnUNetTrainerUNETRSlim_Tiny,
+)
+from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
+from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
+from nnunet_scd.search.plot import plot_mask_distribution
+
+DATASET = "Dataset991_Fake"
+PLANS = {
+    "dataset_name": DATASET,
+    "plans_name": "nnUNetPlans",
+    "label_manager": "LabelManager",
+    "transpose_forward": [0, 1, 2],
+    "transpose_backward": [0, 1, 2],
+    "configurations": {
+        "3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 32, 32], "spacing": [2.5, 0.8, 0.8],
+            "batch_size": 2, "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
+            "scd_tokens": {"token_size": [2, 8, 8], "planned_patch_size": [8, 32, 32]},
+        }
+    },
+}
+DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
+SEARCH = "nnUNetTrainerSCDSearch_Tiny"
+
+
+def _build(trainer: type, plans: dict) -> torch.nn.Module:
+    manager = PlansManager(plans)
+    return trainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 1, 3, False)
+
+
+@pytest.fixture()
+def search_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    run = tmp_path / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
+    (run / "fold_0").mkdir(parents=True)
+    (run / "plans.json").write_text(json.dumps(PLANS))
+    (run / "dataset.json").write_text(json.dumps(DATASET_JSON))
+    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    with torch.no_grad():
+        for block in masked_blocks(network):
+            block.attn.head_mask.uniform_(0, 1)
+            block.mlp.neuron_mask.uniform_(0, 1)
+    checkpoint = {"network_weights": network.state_dict(), "trainer_name": SEARCH}
+    torch.save(checkpoint, run / "fold_0" / "checkpoint_final.pth")
+    return tmp_path
+
+
+def _derive(fold: int = 0, budget: float = 0.7):
+    return derive_slim_plans(DATASET, "3d_fullres", fold, budget, trainer_name=SEARCH, repeats=1)
+
+
+def test_slim_plans_rebuild_the_sliced_network_with_its_weights(search_run: Path):
+    result = _derive()
+    assert result.plans_identifier == plans_identifier("nnUNetPlans", 0.7) == "nnUNetPlans_slim0p7"
+    plans = json.loads(result.plans_file.read_text())
+    record = slim_record(plans["configurations"]["3d_fullres"])
+    assert record["blocks"] == result.widths and plans["plans_name"] == "nnUNetPlans_slim0p7"
+    dense_attn, dense_mlp = 6 * 4 * 48, 6 * 768
+    assert sum(sum(w["head_dims"]) for w in result.widths) == round(0.7 * dense_attn)
+    assert sum(w["mlp_hidden"] for w in result.widths) == round(0.7 * dense_mlp)
+    slim = result.costs["slim"]
+    assert slim.encoder_params < 0.75 * result.costs["dense"].encoder_params
+    assert slim.encoder_flops < 0.75 * result.costs["dense"].encoder_flops
+
+    rebuilt = _build(nnUNetTrainerSCDSlim_Tiny, plans)
+    assert isinstance(rebuilt, WithPixelClassifier)
+    weights = sliced_weights_file(search_run / "preprocessed" / DATASET, record, 0)
+    load_sliced_state(rebuilt.network, torch.load(weights, weights_only=True))
+    plain = _build(nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny, plans)
+    load_sliced_state(plain, torch.load(weights, weights_only=True))
+    x = torch.randn(1, 1, 8, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), plain.eval()(x))
+
+
+def test_another_fold_reuses_the_recorded_widths(search_run: Path):
+    first = _derive(fold=0)
+    run = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
+    (run / "fold_1").mkdir()
+    other = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    with torch.no_grad():
+        for block in masked_blocks(other):
+            block.attn.head_mask.uniform_(0, 1)
+    torch.save({"network_weights": other.state_dict(), "trainer_name": SEARCH}, run / "fold_1" / "checkpoint_final.pth")
+    second = _derive(fold=1)
+    assert second.reused_widths and second.widths == first.widths
+    assert second.weights_file.name == "fold_1.pth"
+
+
+def test_slim_trainer_of_another_network_is_refused(search_run: Path):
+    plans = json.loads(_derive().plans_file.read_text())
+    with pytest.raises(ValueError, match="keep_ratios.*-tr nnUNetTrainerSCDSlim_Tiny"):
+        _build(nnUNetTrainerUNETRSlim_Tiny, plans)
+
+
+def test_plans_without_slim_record_give_a_clear_error():
+    with pytest.raises(ValueError, match="nnunet-scd slim"):
+        _build(nnUNetTrainerSCDSlim_Tiny, PLANS)
+
+
+def test_missing_fold_weights_name_the_command(search_run: Path):
+    record = slim_record(json.loads(_derive().plans_file.read_text())["configurations"]["3d_fullres"])
+    with pytest.raises(ValueError, match="nnunet-scd slim -f 3"):
+        sliced_weights_file(search_run / "preprocessed" / DATASET, record, 3)
+
+
+def test_missing_checkpoint_and_bad_budget_give_clear_errors(search_run: Path):
+    with pytest.raises(ValueError, match="no search checkpoint"):
+        derive_slim_plans(DATASET, "3d_fullres", 2, 0.7, trainer_name=SEARCH)
+    with pytest.raises(ValueError, match="budget"):
+        derive_slim_plans(DATASET, "3d_fullres", 0, 1.5, trainer_name=SEARCH)
+    with pytest.raises(ValueError, match="not a joint-search trainer"):
+        derive_slim_plans(DATASET, "3d_fullres", 0, 0.7, trainer_name="nnUNetTrainerSCD_Tiny")
+
+
+def test_slim_command_rejects_a_budget_outside_the_unit_interval(capsys: pytest.CaptureFixture):
+    parser = argparse.ArgumentParser()
+    slim_command.add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["slim", "-d", "1", "-c", "3d_fullres", "-f", "0", "--budget", "0"])
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_mask_distribution_plot_is_written(tmp_path: Path):
+    path = plot_mask_distribution(_build(nnUNetTrainerSCDSearch_Tiny, PLANS), tmp_path / "masks.png", "test")
+    assert path.stat().st_size > 1000
