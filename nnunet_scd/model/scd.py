@@ -113,7 +113,8 @@ class SCDNet(nn.Module):
 
         self.patch_embed = PatchEmbed(input_channels, embed_dim, self.token_size)
         self.pos_embed = LearnedPositionEmbedding(self.token_grid, embed_dim)
-        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
+        # Stochastic depth grows linearly with depth, as in ViT; plain floats so the net can be built on 'meta'.
+        drop_path = [drop_path_rate * i / (depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dp) for dp in drop_path
         )
