@@ -15,11 +15,11 @@ demo: $(STAMP)
 	$(VENV)/bin/nnunet-scd demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check nnunet_scd trainers plans tests
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check nnunet_scd trainers plans tests
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) nnunet_scd_work reports
