@@ -1,0 +1,104 @@
+"""The bench report: ratios, a Markdown table, the JSON file and the speed-up plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compute_ratios", "markdown_table", "plot_sweep", "write_json"]
+
+
+def _ratio(dense: float, sparse: float) -> float:
+    return dense / sparse if sparse > 0 else math.nan
+
+
+def compute_ratios(results: Mapping[str, Any]) -> dict[str, float]:
+    """Headline ratios, each dense / sparse so that bigger is better."""
+    dense, sparse = results["dense"], results["sparse"]
+    ratios = {
+        "train_speedup": _ratio(dense["train"]["median_s"], sparse["train"]["median_s"]),
+        "infer_speedup": _ratio(dense["infer"]["median_s"], sparse["infer"]["median_s"]),
+        "flop_ratio": _ratio(dense["flops_forward"], sparse["flops_forward"]),
+        "train_flop_ratio": _ratio(dense["flops_train"], sparse["flops_train"]),
+    }
+    if "memory" in dense and "memory" in sparse:
+        ratios["train_mem_ratio"] = _ratio(dense["memory"]["peak_bytes"], sparse["memory"]["peak_bytes"])
+    return ratios
+
+
+def _fmt_gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+    """Headline table (dense vs sparse) and the keep-ratio sweep, as Markdown."""
+    cfg, dense, sparse, ratios = results["config"], results["dense"], results["sparse"], results["ratios"]
+    lines = [
+        f"config `{cfg['name']}`: patch {cfg['patch_size']}, token {cfg['token_size']}, width {cfg['embed_dim']}, "
+        f"depth {cfg['depth']}, prune after {cfg['prune_after']} keep {cfg['keep_ratio']}, batch {cfg['batch_size']}; "
+        f"device {results['device']} {results['backends']}; {results['repeats']} interleaved rounds after "
+        f"{results['warmup']} warm-up; random inputs and labels",
+        "",
+        "| | dense UNETR | SCD (sparse) | dense / sparse |",
+        "|---|---|---|---|",
+    ]
+
+    def row(label: str, key: str) -> str:
+        d, s = dense[key], sparse[key]
+        return (f"| {label} | {d['patches_per_s']:.3f} ({d['median_s']:.2f} s, IQR {100 * d['iqr_rel']:.0f}%) | "
+                f"{s['patches_per_s']:.3f} ({s['median_s']:.2f} s, IQR {100 * s['iqr_rel']:.0f}%) | ")
+
+    lines.append(row("train patches/s (median step, IQR)", "train") + f"**{ratios['train_speedup']:.2f}x** |")
+    lines.append(row("infer patches/s (median step, IQR)", "infer") + f"**{ratios['infer_speedup']:.2f}x** |")
+    lines.append(f"| forward GFLOPs | {dense['flops_forward'] / 1e9:.1f} | {sparse['flops_forward'] / 1e9:.1f} | "
+                 f"{ratios['flop_ratio']:.2f}x |")
+    lines.append(f"| train GFLOPs (fwd + bwd) | {dense['flops_train'] / 1e9:.1f} | {sparse['flops_train'] / 1e9:.1f} | "
+                 f"{ratios['train_flop_ratio']:.2f}x |")
+    if "train_mem_ratio" in ratios:
+        kind = dense["memory"]["kind"]
+        lines.append(f"| peak train memory ({kind}) | {_fmt_gib(dense['memory']['peak_bytes'])} | "
+                     f"{_fmt_gib(sparse['memory']['peak_bytes'])} | {ratios['train_mem_ratio']:.2f}x |")
+    lines.append(f"| speed-up / FLOP ratio | | | train {ratios['train_speedup'] / ratios['train_flop_ratio']:.0%}, "
+                 f"infer {ratios['infer_speedup'] / ratios['flop_ratio']:.0%} |")
+    if results.get("sweep"):
+        lines += ["", "| keep ratio | train speed-up | infer speed-up | FLOP ratio (ideal) | train IQR | infer IQR |",
+                  "|---|---|---|---|---|---|"]
+        for point in results["sweep"]:
+            lines.append(f"| {point['keep_ratio']} | {point['train_speedup']:.2f}x | {point['infer_speedup']:.2f}x | "
+                         f"{point['flop_ratio']:.2f}x | {100 * point['train_iqr_rel']:.0f}% | "
+                         f"{100 * point['infer_iqr_rel']:.0f}% |")
+    return "\n".join(lines)
+
+
+def write_json(results: Mapping[str, Any], path: Path) -> None:
+    """Headline ratios at the top level (the DESIGN.md contract), everything else beside them."""
+    payload = {**results["ratios"], **{k: v for k, v in results.items() if k != "ratios"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def plot_sweep(results: Mapping[str, Any], path: Path) -> None:
+    """Speed-up against keep ratio (train and inference), with the FLOP ratio as the ideal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = sorted(results["sweep"], key=lambda p: p["keep_ratio"])
+    keeps = [p["keep_ratio"] for p in sweep]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(keeps, [p["flop_ratio"] for p in sweep], "k--", label="FLOP ratio (ideal)")
+    ax.plot(keeps, [p["train_speedup"] for p in sweep], "o-", label="training step")
+    ax.plot(keeps, [p["infer_speedup"] for p in sweep], "s-", label="inference")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("keep ratio per pruning stage")
+    ax.set_ylabel("speed-up over dense UNETR (x)")
+    ax.set_title(f"SCD vs dense UNETR, config {results['config']['name']}, {results['device']}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

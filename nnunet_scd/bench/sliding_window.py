@@ -1,0 +1,96 @@
+"""Whole-volume mode: time nnU-Net's own sliding-window prediction of one synthetic volume.
+
+The networks are handed to ``nnUNetPredictor.manual_initialization`` (the path nnU-Net's trainer
+uses for its final validation), so tiling, Gaussian weighting and logit accumulation are
+nnU-Net's, and only the network differs: SCD, the dense UNETR, and stock nnU-Net's PlainConvUNet
+planned for the same patch (32 features doubling to 320, pooling down to a 4-voxel bottleneck).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnunet_scd.bench.configs import BenchConfig
+from nnunet_scd.bench.timing import build_network, configure_backends
+
+__all__ = ["plain_conv_unet", "time_sliding_window"]
+
+
+def plain_conv_unet(config: BenchConfig) -> nn.Module:
+    """Stock nnU-Net 3d_fullres topology for ``config.patch_size`` (no deep supervision)."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    # nnU-Net pools an axis while it stays >= 8 before pooling (bottleneck >= 4), max 5 poolings here.
+    strides = [[1] * len(config.patch_size)]
+    size = list(config.patch_size)
+    while len(strides) < 6:
+        step = [2 if s >= 8 else 1 for s in size]
+        if not any(s == 2 for s in step):
+            break
+        strides.append(step)
+        size = [s // st for s, st in zip(size, step)]
+    n = len(strides)
+    conv, norm = (nn.Conv3d, nn.InstanceNorm3d) if len(size) == 3 else (nn.Conv2d, nn.InstanceNorm2d)
+    return PlainConvUNet(
+        config.input_channels, n, [min(32 * 2**i, 320) for i in range(n)], conv, 3, strides, 2, config.num_classes,
+        2, conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU,
+        nonlin_kwargs={"inplace": True}, deep_supervision=False,
+    )
+
+
+def _predictor(network: nn.Module, config: BenchConfig, device: torch.device) -> Any:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+    configuration = {"patch_size": list(config.patch_size), "architecture": {"network_class_name": "benchmark"}}
+    plans = PlansManager({"plans_name": "bench", "configurations": {"3d_fullres": configuration}})
+    dataset_json = {"labels": {"background": 0, **{f"class{i}": i for i in range(1, config.num_classes)}},
+                    "file_ending": ".nii.gz"}
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False)
+    predictor.manual_initialization(network, plans, ConfigurationManager(configuration), None, dataset_json,
+                                    "benchmark", None)
+    return predictor
+
+
+def time_sliding_window(
+    config: BenchConfig,
+    device: torch.device,
+    volume_scale: float = 1.5,
+    repeats: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Seconds to predict one random volume of ``volume_scale`` x the patch, per network (median of repeats)."""
+    import statistics
+
+    configure_backends(device)
+    shape = tuple(int(round(p * volume_scale)) for p in config.patch_size)
+    volume = torch.randn(config.input_channels, *shape, generator=torch.Generator().manual_seed(0))
+    networks = {
+        "scd": build_network(config, config.keep_ratio, device),
+        "unetr": build_network(config, None, device),
+        "nnunet": plain_conv_unet(config).to(device),
+    }
+    predictors = {name: _predictor(net, config, device) for name, net in networks.items()}
+    log(f"whole volume {shape}, patch {config.patch_size}, tile step 0.5, no mirroring, on {device}")
+    predictors["scd"].predict_sliding_window_return_logits(volume)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(repeats):
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.predict_sliding_window_return_logits(volume)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    return {
+        "volume_shape": shape,
+        "seconds": seconds,
+        "median_s": medians,
+        "speedup_vs_unetr": {name: medians["unetr"] / m for name, m in medians.items()},
+    }

@@ -1,0 +1,219 @@
+"""Interleaved timing, FLOP counting and peak training memory of dense and sparse networks.
+
+Inputs are random tensors and labels: the cost of a step does not depend on image content,
+except through which tokens are kept, and the number kept is fixed by the keep ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nnunet_scd.bench.configs import BenchConfig
+from nnunet_scd.model.scd import SCDNet
+
+__all__ = [
+    "Runner",
+    "available_cores",
+    "build_network",
+    "configure_backends",
+    "count_flops",
+    "peak_training_memory",
+    "set_keep_ratio",
+    "summarize",
+    "time_interleaved",
+]
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects affinity masks and cgroup-pinned sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_backends(device: torch.device) -> dict[str, Any]:
+    """Set torch.backends for speed on ``device`` and return what was set (for the report)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return {"cudnn.benchmark": True, "tf32": True, "autocast": "bfloat16"}
+    threads = available_cores()
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # denormals are slow on x86 and carry no information here
+    return {"threads": threads, "flush_denormal": True, "mkldnn": torch.backends.mkldnn.is_available()}
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; CPU stays fp32 (CPU autocast is slow on CPUs without native bf16)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_network(config: BenchConfig, keep_ratio: float | None, device: torch.device, seed: int = 0) -> SCDNet:
+    torch.manual_seed(seed)
+    return SCDNet(**config.network_kwargs(keep_ratio)).to(device)
+
+
+def set_keep_ratio(net: SCDNet, keep_ratio: float) -> None:
+    """Change the keep ratio of every pruning stage in place (the weights do not depend on it)."""
+    for stage in net.pruning:
+        stage.keep_ratio = keep_ratio
+
+
+def make_batch(config: BenchConfig, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shape = (config.batch_size, *config.patch_size)
+    x = torch.randn(config.batch_size, config.input_channels, *config.patch_size, generator=gen)
+    y = torch.randint(0, config.num_classes, shape, generator=gen)
+    return x.to(device), y.to(device)
+
+
+class Runner:
+    """One network with its AdamW optimizer; ``train_step`` and ``infer_step`` are what gets timed.
+
+    ``train_step``: forward in train mode, cross-entropy on the labels, backward, AdamW step.
+    ``infer_step``: forward in eval mode under ``torch.inference_mode``.
+    """
+
+    def __init__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> None:
+        self.net, self.x, self.y, self.device = net, x, y, device
+        self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+
+    def train_step(self) -> None:
+        self.net.train()
+        with autocast(self.device):
+            loss = F.cross_entropy(self.net(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def infer_step(self) -> None:
+        self.net.eval()
+        with torch.inference_mode(), autocast(self.device):
+            self.net(self.x)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_interleaved(
+    runs: dict[str, tuple[Callable[[], None], Callable[[], None] | None]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
+) -> dict[str, list[float]]:
+    """Time every run once per round, round after round, so load changes hit all runs alike.
+
+    ``runs`` maps a name to ``(prepare, step)``: ``prepare`` (e.g. setting a keep ratio) is not
+    timed, ``step`` is. Returns the seconds per step of each name over the ``repeats`` rounds
+    that follow ``warmup`` untimed rounds.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    rounds: Iterator[int] = iter(range(warmup + repeats))
+    for r in progress(rounds) if progress else rounds:
+        for name, (prepare, step) in runs.items():
+            if prepare is not None:
+                prepare()
+            seconds = _timed(step, device)
+            if r >= warmup:
+                times[name].append(seconds)
+    return times
+
+
+def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
+    """Median seconds per step, its interquartile range relative to the median, and patches/s."""
+    median = statistics.median(seconds)
+    if len(seconds) >= 2:
+        q1, _, q3 = statistics.quantiles(seconds, n=4, method="inclusive")
+    else:
+        q1 = q3 = median
+    return {"median_s": median, "iqr_rel": (q3 - q1) / median, "patches_per_s": batch_size / median, "n": len(seconds)}
+
+
+def count_flops(config: BenchConfig, keep_ratio: float | None, training: bool) -> int:
+    """FLOPs of one forward (eval mode) or one training forward + backward, counted on the meta device.
+
+    The meta device runs no arithmetic, so counting ViT-B at 96^3 costs milliseconds.
+    """
+    meta = torch.device("meta")
+    with meta:
+        net = SCDNet(**config.network_kwargs(keep_ratio))
+        x = torch.empty(config.batch_size, config.input_channels, *config.patch_size)
+    net.train(training)
+    with FlopCounterMode(display=False) as counter:
+        if training:
+            net(x).sum().backward()
+        else:
+            with torch.no_grad():
+                net(x)
+    return counter.get_total_flops()
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_child(config: BenchConfig, keep_ratio: float | None, device_name: str, steps: int, queue: Any) -> None:
+    try:
+        device = torch.device(device_name)
+        configure_backends(device)
+        baseline = _current_rss_bytes()
+        x, y = make_batch(config, device)
+        runner = Runner(build_network(config, keep_ratio, device), x, y, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            start = torch.cuda.memory_allocated(device)
+        for _ in range(steps):
+            runner.train_step()
+        if device.type == "cuda":
+            queue.put({"peak_bytes": torch.cuda.max_memory_allocated(device) - start, "kind": "cuda allocated"})
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+            queue.put({"peak_bytes": peak - baseline, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline,
+                       "kind": "cpu peak RSS above the process baseline"})
+    except BaseException as error:  # report to the parent instead of dying silently
+        queue.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def peak_training_memory(config: BenchConfig, keep_ratio: float | None, device: torch.device, steps: int = 2
+                         ) -> dict[str, Any]:
+    """Peak memory of ``steps`` training steps, measured in a fresh spawned process.
+
+    A fresh process makes the CPU peak RSS belong to this network alone. On CPU the number is the
+    peak RSS minus the RSS of the process before the network and batch existed (the torch
+    import); on CUDA it is ``max_memory_allocated`` above what was allocated before the first step
+    (model, batch and, after the first step, optimizer state included from the second step on).
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_memory_child, args=(config, keep_ratio, str(device), steps, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    if "error" in result:
+        raise RuntimeError(f"memory measurement for keep_ratio={keep_ratio} failed: {result['error']}")
+    return result

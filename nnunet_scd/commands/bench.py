@@ -1,0 +1,109 @@
+"""``nnunet-scd bench``: SCD against the dense UNETR with the same ViT, timed interleaved in one process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CONFIG_NAMES = ("paper", "quick", "tiny")
+DEFAULT_REPEATS = {"paper": 3, "quick": 5, "tiny": 3}
+
+
+def _keep_list(text: str) -> list[float]:
+    try:
+        keeps = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError as error:
+        message = f"--sweep takes comma-separated keep ratios such as 1,0.5,0.25, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from error
+    if any(not 0.0 < k <= 1.0 for k in keeps):
+        raise argparse.ArgumentTypeError(f"keep ratios must be in (0, 1], got {text!r}")
+    return keeps
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was requested but torch sees no CUDA device; use --device cpu.")
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from nnunet_scd.bench.configs import CONFIGS
+    from nnunet_scd.bench.report import markdown_table, plot_sweep, write_json
+    from nnunet_scd.bench.run import run_benchmark
+
+    device = _device(args.device)
+    config = CONFIGS[args.config]
+    if args.keep is not None:
+        if not 0.0 < args.keep <= 1.0:
+            raise SystemExit(f"error: --keep must be in (0, 1], got {args.keep}.")
+        config = replace(config, keep_ratio=args.keep)
+    if args.repeats is not None and args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be at least 1, got {args.repeats}.")
+    log = (lambda msg: print(msg, file=sys.stderr)) if not args.quiet else (lambda msg: None)
+
+    if args.whole_volume:
+        from nnunet_scd.bench.sliding_window import time_sliding_window
+
+        result = time_sliding_window(config, device, args.volume_scale, args.repeats or 1, log)
+        print("| network | whole-volume seconds (median) | speed-up vs dense UNETR |\n|---|---|---|")
+        for name, seconds in result["median_s"].items():
+            print(f"| {name} | {seconds:.2f} | {result['speedup_vs_unetr'][name]:.2f}x |")
+        if args.json:
+            import json
+
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"config": config.as_dict(), **result}, indent=2, default=str) + "\n")
+        return 0
+
+    repeats = args.repeats or DEFAULT_REPEATS[args.config]
+    progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc="rounds", file=sys.stderr))
+    results = run_benchmark(config, device, repeats, args.warmup, args.sweep, not args.no_memory, progress, log)
+    print(markdown_table(results))
+    if args.json:
+        write_json(results, args.json)
+        log(f"wrote {args.json}")
+    if args.plot and results["sweep"]:
+        plot_sweep(results, args.plot)
+        log(f"wrote {args.plot}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time SCD against the dense UNETR (training step, inference, FLOPs, memory, keep-ratio sweep)",
+        description=(
+            "Times SCDNet and the dense UNETR with the same ViT in one process, runs interleaved (dense, sparse, "
+            "dense, ...) after warm-up: a training step (forward, cross-entropy, backward, AdamW step) and "
+            "inference (eval mode, inference_mode). Inputs and labels are random: step cost does not depend on "
+            "image content. Reports median patches/s, speed-ups, FLOPs (torch.utils.flop_counter), peak training "
+            "memory (fresh process per network) and a keep-ratio sweep; ratios are dense / sparse."
+        ),
+    )
+    parser.add_argument("--config", choices=CONFIG_NAMES, default="paper",
+                        help="paper: ViT-B, 96^3 crop, 8^3 tokens, prune after 3/6/9 keep 0.25, batch 2 (slow on "
+                             "CPU); quick: width 192, 64^3; tiny: for tests (default: paper)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per run (default: paper 3, quick 5, tiny 3; whole volume 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    parser.add_argument("--keep", type=float, default=None, help="keep ratio per stage for the headline SCD run")
+    parser.add_argument("--sweep", type=_keep_list, default=[1.0, 0.5, 0.25, 0.1],
+                        help="keep ratios for the sweep, comma-separated; '' for none (default: 1,0.5,0.25,0.1)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--plot", type=Path, default=Path("bench_speedup.png"), metavar="FILE",
+                        help="speed-up vs keep ratio plot (default: bench_speedup.png)")
+    parser.add_argument("--whole-volume", action="store_true",
+                        help="time nnU-Net's sliding-window prediction of one synthetic volume for SCD, dense UNETR "
+                             "and stock nnU-Net (PlainConvUNet); use with --config quick on CPU")
+    parser.add_argument("--volume-scale", type=float, default=1.5, help="whole-volume size / patch size (default 1.5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the table")
+    parser.set_defaults(run=run)

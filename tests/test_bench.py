@@ -1,0 +1,63 @@
+"""The bench runs end to end on a tiny config and reports finite positive ratios (no speed assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from nnunet_scd.bench.configs import CONFIGS
+from nnunet_scd.bench.timing import count_flops
+from nnunet_scd.commands import bench
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnunet-scd")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bench", *argv])
+
+
+def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path, capsys):
+    out, plot = tmp_path / "bench.json", tmp_path / "speedup.png"
+    args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "1,0.5",
+                  "--json", str(out), "--plot", str(plot), "--quiet")
+    assert args.run(args) == 0
+    result = json.loads(out.read_text())
+    for key in ("train_speedup", "infer_speedup", "flop_ratio", "train_mem_ratio"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert [p["keep_ratio"] for p in result["sweep"]] == [1.0, 0.5, 0.25]
+    assert result["dense"]["train"]["patches_per_s"] > 0
+    assert plot.stat().st_size > 0
+    assert "dense / sparse" in capsys.readouterr().out
+
+
+def test_flops_shrink_with_the_keep_ratio_and_are_counted_without_arithmetic():
+    config = CONFIGS["tiny"]
+    dense = count_flops(config, None, training=False)
+    assert dense > count_flops(config, 0.5, training=False) > count_flops(config, 0.1, training=False) > 0
+    assert count_flops(config, 0.5, training=True) > 2 * count_flops(config, 0.5, training=False)
+
+
+def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path):
+    out = tmp_path / "wv.json"
+    args = _parse("--config", "tiny", "--whole-volume", "--json", str(out), "--quiet")
+    assert args.run(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result["median_s"]) == {"scd", "unetr", "nnunet"}
+    assert all(s > 0 for s in result["median_s"].values())
+
+
+@pytest.mark.parametrize("argv", [["--sweep", "0.5,2"], ["--config", "huge"], ["--device", "tpu"]])
+def test_bad_arguments_are_rejected(argv):
+    with pytest.raises(SystemExit):
+        _parse(*argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_cuda_device_is_a_clear_error():
+    args = _parse("--config", "tiny", "--device", "cuda")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        args.run(args)
