@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  block {i}: {width['head_dims']} | {width['mlp_hidden']}")
     print(f"Largest output change from slicing (pruned masks not exactly zero): {result.max_output_change:.3g}")
     dense = result.costs["dense"]
-    header = f"{'network':<26}{'params':>12}{'enc params':>12}{'GFLOPs':>10}{'enc GFLOPs':>12}{'ms':>10}{'enc ms':>10}"
-    print(header)
+    print("Latency: fastest (median) of interleaved batch-1 passes over one patch, in ms.")
+    print(f"{'network':<26}{'params':>12}{'enc params':>12}{'GFLOPs':>9}{'enc GFLOPs':>12}{'ms':>18}{'enc ms':>18}")
     for name, cost in result.costs.items():
-        print(f"{name:<26}{cost.params:>12,}{cost.encoder_params:>12,}{cost.flops / 1e9:>10.2f}"
-              f"{cost.encoder_flops / 1e9:>12.2f}{cost.latency_ms:>10.1f}{cost.encoder_latency_ms:>10.1f}")
+        total = f"{cost.latency_ms:.1f} ({cost.latency_median_ms:.1f})"
+        encoder = f"{cost.encoder_latency_ms:.1f} ({cost.encoder_latency_median_ms:.1f})"
+        print(f"{name:<26}{cost.params:>12,}{cost.encoder_params:>12,}{cost.flops / 1e9:>9.2f}"
+              f"{cost.encoder_flops / 1e9:>12.2f}{total:>18}{encoder:>18}")
     slim = result.costs["slim"]
     print(f"slim / dense: encoder params {_ratio(dense.encoder_params, slim.encoder_params)}, encoder FLOPs "
           f"{_ratio(dense.encoder_flops, slim.encoder_flops)}, encoder latency "
@@ -80,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier of the search run")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per network (default 10)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per network (default 20)")
     parser.add_argument("--rederive", action="store_true", help="derive new widths even if the slim plans exist")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the widths and costs as JSON")
     parser.set_defaults(run=run)

@@ -23,7 +23,7 @@ from nnunet_scd.search import (
     check_budget,
     derive_keep,
     fit_keep,
-    measure_cost,
+    measure_costs,
     slice_blocks,
 )
 
@@ -77,7 +77,7 @@ def derive_slim_plans(
     trainer_name: str = "nnUNetTrainerSCDSearch",
     plans: str = "nnUNetPlans",
     checkpoint: str = "checkpoint_final.pth",
-    repeats: int = 10,
+    repeats: int = 20,
     rederive: bool = False,
 ) -> SlimResult:
     """Slice one fold's search run at ``budget`` and write ``<plans>_slim<budget>`` plans plus weights."""
@@ -151,9 +151,6 @@ def derive_slim_plans(
         plans_file.write_text(json.dumps(new_plans, indent=4))
 
     dense = _base_trainer(trainer).build_network_architecture(*args)
-    costs = {
-        "dense": measure_cost(dense, x, repeats),
-        "slim": measure_cost(network, x, repeats),
-        "slim + pixel classifier": measure_cost(WithPixelClassifier(network), x, repeats),
-    }
+    networks = {"dense": dense, "slim": network, "slim + pixel classifier": WithPixelClassifier(network)}
+    costs = measure_costs(networks, x, repeats)
     return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change)

@@ -2,7 +2,7 @@
 
 FLOPs come from ``torch.utils.flop_counter`` (matmuls, convolutions and attention), per module,
 so the encoder's share (patch embedding and blocks) is read off the same count. Latency is the
-median wall time of repeated forward passes; the encoder's share is timed with hooks around the
+fastest of repeated, interleaved forward passes; the encoder's share is timed with hooks around the
 patch embedding and each block, so token pruning between blocks is accounted for as it runs.
 """
 
@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Cost", "encoder_modules", "measure_cost"]
+__all__ = ["Cost", "encoder_modules", "measure_cost", "measure_costs"]
 
 @dataclass(frozen=True)
 class Cost:
-    """One network's cost; FLOPs of one forward pass at batch 1, latency in milliseconds."""
+    """One network's cost: FLOPs of one forward pass of ``x``; latency in milliseconds (fastest and median pass)."""
 
     params: int
     encoder_params: int
@@ -29,6 +29,8 @@ class Cost:
     encoder_flops: int
     latency_ms: float
     encoder_latency_ms: float
+    latency_median_ms: float
+    encoder_latency_median_ms: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -53,11 +55,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 10, warmup: int = 2) -> Cost:
-    """Parameters, FLOPs and median latency of ``network`` (an SCDNet, possibly wrapped) on input ``x``."""
-    network.eval()
-    core, name = _core(network)
+def _count(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
+    """Parameters and FLOPs, whole and encoder."""
+    _, name = _core(network)
     encoder_names = re.compile(rf"^{re.escape(name)}\.(patch_embed|blocks\.\d+)$")
     params = sum(p.numel() for p in network.parameters())
     encoder_params = sum(p.numel() for m in encoder_modules(network) for p in m.parameters())
@@ -65,8 +65,12 @@ def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 10, warmup:
         network(x)
     counts = counter.get_flop_counts()
     encoder_flops = sum(sum(ops.values()) for key, ops in counts.items() if encoder_names.match(key))
+    return params, encoder_params, counter.get_total_flops(), encoder_flops
 
-    timed = [core.patch_embed, *core.blocks]
+
+def _time(network: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall times of ``repeats`` forward passes, whole and the encoder's share (hooks on its modules)."""
+    core, _ = _core(network)
     starts: dict[int, float] = {}
     spent = [0.0]
 
@@ -78,6 +82,7 @@ def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 10, warmup:
         _sync(x.device)
         spent[0] += time.perf_counter() - starts.pop(id(module))
 
+    timed = [core.patch_embed, *core.blocks]
     handles = [h for m in timed for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     totals, encoder = [], []
     try:
@@ -93,7 +98,41 @@ def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 10, warmup:
     finally:
         for handle in handles:
             handle.remove()
-    return Cost(
-        params=params, encoder_params=encoder_params, flops=counter.get_total_flops(), encoder_flops=encoder_flops,
-        latency_ms=1e3 * statistics.median(totals), encoder_latency_ms=1e3 * statistics.median(encoder),
-    )
+    return totals, encoder
+
+
+@torch.no_grad()
+def measure_costs(
+    networks: dict[str, nn.Module], x: torch.Tensor, repeats: int = 20, warmup: int = 2
+) -> dict[str, Cost]:
+    """Costs of several networks (SCDNets, possibly wrapped) on input ``x``.
+
+    Latency: the networks take turns, one forward pass each, ``repeats`` times, so load from other
+    processes on a shared machine hits all of them alike. The fastest pass is the estimate of a
+    network's own cost (least disturbed by others); the median is kept beside it.
+    """
+    for network in networks.values():
+        network.eval()
+    counts = {name: _count(network, x) for name, network in networks.items()}
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in networks}
+    for _ in range(warmup):
+        for network in networks.values():
+            network(x)
+    for _ in range(max(1, repeats)):
+        for name, network in networks.items():
+            totals, encoder = _time(network, x, 1, 0)
+            times[name][0].extend(totals)
+            times[name][1].extend(encoder)
+    return {
+        name: Cost(
+            *counts[name], latency_ms=1e3 * min(times[name][0]), encoder_latency_ms=1e3 * min(times[name][1]),
+            latency_median_ms=1e3 * statistics.median(times[name][0]),
+            encoder_latency_median_ms=1e3 * statistics.median(times[name][1]),
+        )
+        for name in networks
+    }
+
+
+def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 20, warmup: int = 2) -> Cost:
+    """Parameters, FLOPs and median latency of one network (an SCDNet, possibly wrapped) on input ``x``."""
+    return measure_costs({"network": network}, x, repeats, warmup=warmup)["network"]
