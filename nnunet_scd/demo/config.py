@@ -1,0 +1,62 @@
+"""The demo's two settings (default and ``--quick``): dataset, trainers and training budget.
+
+Both use the same phantom dataset, so ``--quick`` and the default share generation and
+preprocessing; each budget has its own pair of trainer classes (and so its own results folders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT", "QUICK", "DemoConfig", "TrainingBudget"]
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """Epochs x iterations for one demo trainer pair (SCD and dense get the same budget)."""
+
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+
+    @property
+    def train_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything one demo run needs to know besides the work folder."""
+
+    name: str
+    scd_trainer: str
+    dense_trainer: str
+    budget: TrainingBudget
+    dataset_id: int = 990
+    dataset_name: str = "SCDPhantom"
+    num_cases: int = 12
+    # Small volumes keep a CPU step short: nnU-Net plans a [28, 56, 56] patch for these, which the
+    # Tiny trainers tokenise as 14 x 7 x 7 = 686 tokens of 2 x 8 x 8 voxels.
+    shape_zyx: tuple[int, int, int] = (24, 48, 48)
+    seed: int = 0
+    configuration: str = "3d_fullres"
+    fold: int = 0
+
+    @property
+    def trainers(self) -> dict[str, str]:
+        """Display name -> trainer class name, sparse first."""
+        return {"SCD": self.scd_trainer, "dense UNETR": self.dense_trainer}
+
+
+DEFAULT = DemoConfig(
+    name="default",
+    scd_trainer="nnUNetTrainerSCD_Tiny_demo",
+    dense_trainer="nnUNetTrainerUNETR_Tiny_demo",
+    budget=TrainingBudget(epochs=15, iterations_per_epoch=25, val_iterations_per_epoch=3),
+)
+QUICK = DemoConfig(
+    name="quick",
+    scd_trainer="nnUNetTrainerSCD_Tiny_demoQuick",
+    dense_trainer="nnUNetTrainerUNETR_Tiny_demoQuick",
+    budget=TrainingBudget(epochs=3, iterations_per_epoch=10, val_iterations_per_epoch=2),
+)
