@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "nnunet_scd.commands.demo",
     "nnunet_scd.commands.synth",
     "nnunet_scd.commands.convert_btcv",
+    "nnunet_scd.commands.bench",
+    "nnunet_scd.commands.slim",
     "nnunet_scd.commands.env",
 )
 
