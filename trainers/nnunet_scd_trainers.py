@@ -11,10 +11,12 @@ from nnunet_scd.nnunet.trainers import (
     nnUNetTrainerSCD_MIM,
     nnUNetTrainerSCD_MIM_Tiny,
     nnUNetTrainerSCD_Tiny,
+    nnUNetTrainerSCD_Tiny_4epochs_25iters,
     nnUNetTrainerSCD_Tiny_5epochs,
     nnUNetTrainerSCD_Tiny_keep0p5,
     nnUNetTrainerUNETR,
     nnUNetTrainerUNETR_Tiny,
+    nnUNetTrainerUNETR_Tiny_4epochs_25iters,
     nnUNetTrainerUNETR_Tiny_5epochs,
 )
 
@@ -23,11 +25,13 @@ __all__ = [
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_Tiny",
+    "nnUNetTrainerSCD_Tiny_4epochs_25iters",
     "nnUNetTrainerSCD_Tiny_5epochs",
     "nnUNetTrainerSCD_Tiny_keep0p5",
     "nnUNetTrainerSCD_keep0p1",
     "nnUNetTrainerSCD_keep0p5",
     "nnUNetTrainerUNETR",
     "nnUNetTrainerUNETR_Tiny",
+    "nnUNetTrainerUNETR_Tiny_4epochs_25iters",
     "nnUNetTrainerUNETR_Tiny_5epochs",
 ]

@@ -63,12 +63,6 @@ def _search_trainer(name: str) -> type:
     return trainer
 
 
-def _base_trainer(trainer: type) -> type:
-    """The trainer the search trainer adds masks to (its dense-block network is the 'before')."""
-    return next(c for c in trainer.__mro__ if c is not search_trainers._SearchMixin and
-                not issubclass(c, search_trainers._SearchMixin))
-
-
 def derive_slim_plans(
     dataset: str | int,
     configuration: str,
@@ -150,7 +144,8 @@ def derive_slim_plans(
         }
         plans_file.write_text(json.dumps(new_plans, indent=4))
 
-    dense = _base_trainer(trainer).build_network_architecture(*args)
+    # The same trainer's network without the masks (dense timm blocks): what the search run would have been.
+    dense = super(search_trainers._SearchMixin, trainer).build_network_architecture(*args)
     networks = {"dense": dense, "slim": network, "slim + pixel classifier": WithPixelClassifier(network)}
     costs = measure_costs(networks, x, repeats)
     return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change)

@@ -30,12 +30,14 @@ __all__ = [
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_Tiny",
+    "nnUNetTrainerSCD_Tiny_4epochs_25iters",
     "nnUNetTrainerSCD_Tiny_5epochs",
     "nnUNetTrainerSCD_Tiny_keep0p5",
     "nnUNetTrainerSCD_keep0p1",
     "nnUNetTrainerSCD_keep0p5",
     "nnUNetTrainerUNETR",
     "nnUNetTrainerUNETR_Tiny",
+    "nnUNetTrainerUNETR_Tiny_4epochs_25iters",
     "nnUNetTrainerUNETR_Tiny_5epochs",
 ]
 
@@ -59,8 +61,9 @@ class ViTSize:
 VIT_SIZES: dict[str, ViTSize] = {
     # The paper's encoder: ViT-B, pruning after blocks 3, 6 and 9 of 12.
     "B": ViTSize(embed_dim=768, depth=12, num_heads=12, prune_after=(3, 6, 9), drop_path_rate=0.1),
-    # Small enough to train usefully on two CPU cores; pruning at the same relative depths.
-    "Tiny": ViTSize(embed_dim=192, depth=6, num_heads=4, prune_after=(2, 3, 5), feature_size=16),
+    # Small enough to train usefully on two CPU cores (the full-resolution decoder convolutions dominate
+    # there, hence the narrow decoder); pruning at about the same relative depths as B.
+    "Tiny": ViTSize(embed_dim=192, depth=6, num_heads=4, prune_after=(2, 3, 5), feature_size=8),
 }
 
 
@@ -270,4 +273,20 @@ class nnUNetTrainerSCD_Tiny_5epochs(nnUNetTrainerSCD_Tiny):
 
 class nnUNetTrainerUNETR_Tiny_5epochs(nnUNetTrainerUNETR_Tiny):
     epochs = 5
+    checkpoint_every = 1
+
+
+# CPU smoke-test lengths: X epochs of Y training iterations (and Y // 4 validation iterations),
+# with a checkpoint every epoch so that a killed run loses at most one epoch.
+class nnUNetTrainerSCD_Tiny_4epochs_25iters(nnUNetTrainerSCD_Tiny):
+    epochs = 4
+    iterations_per_epoch = 25
+    val_iterations_per_epoch = 6
+    checkpoint_every = 1
+
+
+class nnUNetTrainerUNETR_Tiny_4epochs_25iters(nnUNetTrainerUNETR_Tiny):
+    epochs = 4
+    iterations_per_epoch = 25
+    val_iterations_per_epoch = 6
     checkpoint_every = 1

@@ -1,0 +1,240 @@
+"""The SCD trainers as nnU-Net sees them: discovery, network rebuild, recipe, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnunet_scd.nnunet import trainers as tr
+from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler
+from nnunet_scd.nnunet.token_config import PLANS_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET_JSON = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "liver": 1, "spleen": 2},
+    "numTraining": 4,
+    "file_ending": ".nii.gz",
+}
+
+
+def make_plans(patch: list[int], spacing: list[float], configuration: str = "3d_fullres") -> dict:
+    """The parts of an nnU-Net plans file that a trainer reads before it sees data."""
+    return {
+        "dataset_name": "Dataset999_Unit",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": spacing,
+        "original_median_shape_after_transp": [2 * p for p in patch],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": list(range(len(patch))),
+        "transpose_backward": list(range(len(patch))),
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {},
+        "configurations": {
+            configuration: {
+                "data_identifier": f"nnUNetPlans_{configuration}",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": patch,
+                "spacing": spacing,
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "batch_dice": False,
+                "architecture": {"network_class_name": "unused", "arch_kwargs": {}, "_kw_requires_import": []},
+            }
+        },
+    }
+
+
+@pytest.fixture
+def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
+    return tmp_path
+
+
+def make_trainer(cls: type, patch: list[int], spacing: list[float], configuration: str = "3d_fullres"):
+    plans = make_plans(patch, spacing, configuration)
+    plans["continue_training"] = False
+    return cls(plans, configuration, 0, copy.deepcopy(DATASET_JSON), torch.device("cpu"))
+
+
+def build(cls: type, plans: dict, configuration: str, deep_supervision: bool) -> torch.nn.Module:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(plans)
+    return cls.build_network_architecture(
+        manager, manager.get_configuration(configuration), 1, 3, enable_deep_supervision=deep_supervision
+    )
+
+
+def test_nnunet_finds_every_trainer_through_the_shim_folder(nnunet_env: Path) -> None:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_scd.commands.env import ext_trainer_status
+
+    assert ext_trainer_status() is None
+    names = [n for n in tr.__all__ if n.startswith("nnUNetTrainer")]
+    assert {"nnUNetTrainerSCD", "nnUNetTrainerUNETR", "nnUNetTrainerSCD_MIM"} <= set(names)
+    for name in ("nnUNetTrainerSCD", "nnUNetTrainerUNETR_Tiny_5epochs"):
+        found = recursive_find_trainer_class_by_name(name)
+        assert found.__name__ == name and issubclass(found, nnUNetTrainer)
+    shim = (REPO / "trainers" / "nnunet_scd_trainers.py").read_text()
+    assert all(f'"{n}"' in shim for n in names), "the shim must export every trainer"
+
+
+def test_missing_ext_trainer_variable_gets_our_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunet_scd.commands.env import ext_trainer_status
+
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    message = ext_trainer_status()
+    assert message is not None and "export nnUNet_extTrainer=" in message
+
+
+def test_trainer_writes_rounded_patch_and_tokens_into_configuration_and_plans(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [20, 44, 44], [2.5, 0.8, 0.8])
+    assert trainer.configuration_manager.patch_size == [20, 48, 48]
+    saved = trainer.plans_manager.plans["configurations"]["3d_fullres"]
+    assert saved["patch_size"] == [20, 48, 48]
+    assert saved[PLANS_KEY] == {"token_size": [2, 8, 8], "planned_patch_size": [20, 44, 44]}
+    assert trainer.enable_deep_supervision is False
+    assert type(trainer._build_loss()).__name__ == "DC_and_CE_loss"  # no deep supervision wrapper
+    log = Path(trainer.log_file).read_text()
+    assert "token size [2, 8, 8], patch [20, 48, 48] (rounded up from the planned [20, 44, 44])" in log
+
+
+def test_two_dimensional_configuration_gets_2d_tokens(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerUNETR_Tiny, [60, 76], [0.8, 0.8], configuration="2d")
+    assert trainer.configuration_manager.patch_size == [64, 80]
+    net = build(tr.nnUNetTrainerUNETR_Tiny, trainer.plans_manager.plans, "2d", deep_supervision=False)
+    assert net(torch.randn(1, 1, 64, 80)).shape == (1, 3, 64, 80)
+
+
+@pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerUNETR_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny])
+def test_prediction_rebuilds_the_trained_network_exactly(nnunet_env: Path, cls: type) -> None:
+    trainer = make_trainer(cls, [20, 44, 44], [2.5, 0.8, 0.8])
+    trained = build(cls, trainer.plans_manager.plans, "3d_fullres", deep_supervision=True)
+    # The predictor reads plans.json from the results folder and turns deep supervision off.
+    results_plans = json.loads(json.dumps(trainer.plans_manager.plans))
+    rebuilt = build(cls, results_plans, "3d_fullres", deep_supervision=False)
+    trained_state, rebuilt_state = trained.state_dict(), rebuilt.state_dict()
+    assert list(trained_state) == list(rebuilt_state)
+    assert all(trained_state[k].shape == rebuilt_state[k].shape for k in trained_state)
+    rebuilt.load_state_dict(trained_state, strict=True)
+    trained.eval(), rebuilt.eval()
+    x = torch.randn(1, 1, 20, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(trained(x), rebuilt(x))
+
+
+def test_variants_change_only_what_their_name_says() -> None:
+    base = tr.nnUNetTrainerSCD.network_kwargs()
+    assert (base["embed_dim"], base["depth"], base["num_heads"]) == (768, 12, 12)
+    assert base["prune_after"] == (3, 6, 9) and base["keep_ratios"] == (0.25, 0.25, 0.25)
+    assert base["completion"] == "mta"
+    expected = {
+        "nnUNetTrainerUNETR": {"keep_ratios": None},
+        "nnUNetTrainerSCD_MIM": {"completion": "mask"},
+        "nnUNetTrainerSCD_keep0p5": {"keep_ratios": (0.5, 0.5, 0.5)},
+        "nnUNetTrainerSCD_keep0p1": {"keep_ratios": (0.1, 0.1, 0.1)},
+    }
+    for name, change in expected.items():
+        assert getattr(tr, name).network_kwargs() == {**base, **change}, name
+    tiny = tr.nnUNetTrainerSCD_Tiny.network_kwargs()
+    assert tr.nnUNetTrainerUNETR_Tiny.network_kwargs() == {**tiny, "keep_ratios": None}
+    assert tr.nnUNetTrainerSCD_Tiny_5epochs.network_kwargs() == tiny
+    assert tr.nnUNetTrainerSCD_Tiny_5epochs.epochs == 5
+
+
+def test_dense_and_sparse_networks_differ_only_in_pruning(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    plans = trainer.plans_manager.plans
+    sparse = build(tr.nnUNetTrainerSCD_Tiny, plans, "3d_fullres", False)
+    dense = build(tr.nnUNetTrainerUNETR_Tiny, plans, "3d_fullres", False)
+    assert sparse.is_sparse and not dense.is_sparse
+    sparse.eval()
+    with torch.no_grad():
+        sparse(torch.randn(1, 1, 16, 32, 32))
+    grid_tokens = 2 * 4 * 4
+    assert [k.shape[1] for k in sparse.kept_indices][0] < grid_tokens
+
+
+def test_image_with_the_wrong_number_of_channels_is_a_clear_error(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    net = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    with pytest.raises(ValueError, match="1 input channel"):
+        net(torch.randn(1, 2, 16, 32, 32))
+
+
+def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    optimizer, scheduler = trainer.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW) and isinstance(scheduler, WarmupPolyLRScheduler)
+    assert optimizer.defaults["betas"] == (0.9, 0.95)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    by_id = {id(p): n for n, p in trainer.network.named_parameters()}
+    undecayed = {by_id[id(p)] for p in no_decay["params"]}
+    assert any(n.endswith("pos_embed") for n in undecayed)
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(by_id)
+
+
+def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    trainer.loss = trainer._build_loss()
+    before = trainer.network.patch_embed.proj.weight.detach().clone()
+    batch = {"data": torch.randn(2, 1, 16, 32, 32), "target": torch.randint(0, 3, (2, 1, 16, 32, 32)).float()}
+    out = trainer.train_step(batch)
+    assert torch.isfinite(torch.as_tensor(out["loss"]))
+    assert not torch.equal(before, trainer.network.patch_embed.proj.weight)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in trainer.network.parameters() if p.grad is not None])
+    assert norm <= trainer.grad_clip + 1e-4
+
+
+def test_warmup_then_poly_schedule_is_stateless_in_the_epoch() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = WarmupPolyLRScheduler(torch.optim.AdamW([param], lr=1.0), 1.0, num_epochs=100, warmup_epochs=10)
+    assert scheduler.lr_at(0) == pytest.approx(0.1)
+    assert scheduler.lr_at(9) == pytest.approx(1.0)
+    assert scheduler.lr_at(10) == pytest.approx(1.0)
+    lrs = [scheduler.lr_at(e) for e in range(10, 100)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and 0 < lrs[-1] < 0.1
+    scheduler.step(57)  # a resumed run at epoch 57
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(scheduler.lr_at(57))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        WarmupPolyLRScheduler(torch.optim.AdamW([param], lr=1.0), 1.0, num_epochs=5, warmup_epochs=5)
+
+
+def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny_5epochs, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    target = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(target))
+    good = target.read_bytes()
+    assert torch.load(target, weights_only=False)["trainer_name"] == "nnUNetTrainerSCD_Tiny_5epochs"
+
+    def dies_half_way(obj: object, f: str) -> None:
+        Path(f).write_bytes(good[: len(good) // 2])  # a partial write, then the process dies
+        raise KeyboardInterrupt
+
+    trainer.current_epoch = 3
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(str(target))
+    monkeypatch.undo()
+    assert target.read_bytes() == good
+    checkpoint = torch.load(target, weights_only=False)
+    assert checkpoint["current_epoch"] == 1
+    trainer.network.load_state_dict(checkpoint["network_weights"])
