@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 987
-SCD = "nnUNetTrainerSCD_Tiny_4epochs_25iters"
-DENSE = "nnUNetTrainerUNETR_Tiny_4epochs_25iters"
+SCD = "nnUNetTrainerSCD_Tiny_3epochs_20iters_NoMirroring"
+DENSE = "nnUNetTrainerUNETR_Tiny_3epochs_20iters_NoMirroring"
 PLANS = "nnUNetPlans"
 
 
@@ -89,8 +89,20 @@ def results_dir_lazy(env: dict[str, str], trainer: str, configuration: str) -> P
     return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{PLANS}__{configuration}"
 
 
-def mean_foreground_dice(summary: Path) -> float:
-    return float(json.loads(summary.read_text())["foreground_mean"]["Dice"])
+def dice_scores(summary: Path) -> tuple[float, float]:
+    """Mean foreground Dice and the best single organ's Dice from an nnU-Net summary.json."""
+    content = json.loads(summary.read_text())
+    per_class = [v["Dice"] for v in content["mean"].values() if not np.isnan(v["Dice"])]
+    return float(content["foreground_mean"]["Dice"]), float(max(per_class))
+
+
+def assert_well_above_chance(summary: Path, chance: float, what: str) -> None:
+    # A few CPU iterations learn the big organs first, so both the mean over all organs and the
+    # best organ are checked: the mean against a frequency-matched random guess, the best organ
+    # against an absolute bar that a guess cannot reach.
+    mean, best = dice_scores(summary)
+    print(f"{what}: mean foreground Dice {mean:.3f}, best organ {best:.3f}, chance {chance:.3f}")
+    assert mean > 4 * chance and best > 0.3, f"{what}: Dice {mean:.3f} (best organ {best:.3f}), chance {chance:.3f}"
 
 
 def chance_dice(label_folder: Path) -> float:
@@ -134,7 +146,9 @@ def trained(env: dict[str, str]) -> dict[str, object]:
     _, resumed_log = train_killed_then_resumed(env, SCD, "3d_fullres")
     run(env, "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", DENSE, "-device", "cpu", "--npz")
     run(env, "nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", SCD, "-device", "cpu", "--npz")
-    return {"resumed_log": resumed_log, "seconds": time.monotonic() - started}
+    seconds = time.monotonic() - started
+    print(f"trainings took {seconds:.0f} s")
+    return {"resumed_log": resumed_log, "seconds": seconds}
 
 
 def test_results_folder_records_the_token_geometry(env: dict[str, str], trained: dict) -> None:
@@ -157,7 +171,7 @@ def test_results_folder_records_the_token_geometry(env: dict[str, str], trained:
 def test_killed_training_resumes_from_its_last_checkpoint(trained: dict) -> None:
     log = trained["resumed_log"]
     epochs = logged_epochs(log)
-    assert epochs and epochs[0] == 1 and epochs[-1] == 3, f"resumed run trained epochs {epochs}"
+    assert epochs and epochs[0] == 1 and epochs[-1] == 2, f"resumed run trained epochs {epochs}"
     assert "Training done." in log
 
 
@@ -165,9 +179,7 @@ def test_training_learns_well_above_chance(env: dict[str, str], trained: dict) -
     chance = chance_dice(Path(env["nnUNet_raw"]) / f"Dataset{DATASET_ID}_SCDPhantom" / "labelsTr")
     for trainer, configuration in ((SCD, "3d_fullres"), (DENSE, "3d_fullres"), (SCD, "2d")):
         summary = results_dir(env, trainer, configuration) / "fold_0" / "validation" / "summary.json"
-        dice = mean_foreground_dice(summary)
-        print(f"{trainer} {configuration}: fold-0 validation Dice {dice:.3f} (chance {chance:.3f})")
-        assert dice > max(3 * chance, 0.15), f"{trainer} {configuration}: Dice {dice:.3f}, chance {chance:.3f}"
+        assert_well_above_chance(summary, chance, f"{trainer} {configuration} fold-0 validation")
 
 
 def test_export_install_predict_evaluate(env: dict[str, str], trained: dict, tmp_path: Path) -> None:
@@ -185,10 +197,7 @@ def test_export_install_predict_evaluate(env: dict[str, str], trained: dict, tmp
 
     labels = [str(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if v]
     run(env, "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(prediction), "-l", *labels, "-np", "1")
-    dice = mean_foreground_dice(prediction / "summary.json")
-    chance = chance_dice(raw / "labelsTs")
-    print(f"{SCD} 3d_fullres on imagesTs: Dice {dice:.3f} (chance {chance:.3f})")
-    assert dice > max(3 * chance, 0.15)
+    assert_well_above_chance(prediction / "summary.json", chance_dice(raw / "labelsTs"), f"{SCD} on imagesTs")
 
 
 def test_find_best_configuration_and_postprocessing(env: dict[str, str], trained: dict, tmp_path: Path) -> None:

@@ -73,8 +73,10 @@ def derive_slim_plans(
     checkpoint: str = "checkpoint_final.pth",
     repeats: int = 20,
     rederive: bool = False,
+    plans_name: str | None = None,
 ) -> SlimResult:
-    """Slice one fold's search run at ``budget`` and write ``<plans>_slim<budget>`` plans plus weights."""
+    """Slice one fold's search run at ``budget`` and write ``<plans>_slim<budget>`` (or ``plans_name``) plans
+    plus weights."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -112,7 +114,7 @@ def derive_slim_plans(
         ) from None
     network.eval()
 
-    new_id = plans_identifier(plans, budget)
+    new_id = plans_name or plans_identifier(plans, budget)
     preprocessed = _env_folder("nnUNet_preprocessed") / dataset_name
     plans_file = preprocessed / f"{new_id}.json"
     recorded = None
@@ -121,7 +123,7 @@ def derive_slim_plans(
         if recorded is not None and recorded["search_trainer"] != trainer_name:
             raise ValueError(
                 f"{plans_file} was derived from {recorded['search_trainer']}, not {trainer_name}; pass --rederive "
-                "to overwrite it, or slice with the same search trainer."
+                "to overwrite it, or --plans-name to write the slim plans of this trainer under another name."
             )
     keep = fit_keep(network, recorded["blocks"]) if recorded else derive_keep(network, budget)
 
