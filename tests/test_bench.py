@@ -61,3 +61,12 @@ def test_cuda_without_a_cuda_device_is_a_clear_error():
     args = _parse("--config", "tiny", "--device", "cuda")
     with pytest.raises(SystemExit, match="no CUDA device"):
         args.run(args)
+
+
+def test_profile_breaks_a_training_step_into_named_parts():
+    from nnunet_scd.bench.profile import profile_training_step
+
+    parts = profile_training_step(CONFIGS["tiny"], torch.device("cpu"), keep_ratio=0.5, warmup=0)
+    for name in ("encoder blocks fwd", "decoder bwd", "scorer (STP) fwd", "completion (MTA) bwd", "optimizer step"):
+        assert parts[name] > 0, name
+    assert parts["whole step"] >= parts["decoder fwd"]

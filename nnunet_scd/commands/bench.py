@@ -46,7 +46,23 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, keep_ratio=args.keep)
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"error: --repeats must be at least 1, got {args.repeats}.")
+    overrides = {k: v for k, v in (("feature_size", args.feature_size),) if v is not None}
+    extra = {k: v for k, v in (("completion_dim", args.completion_dim), ("completion_depth", args.completion_depth))
+             if v is not None}
+    config = replace(config, **overrides).with_extra(**extra)
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.quiet else (lambda msg: None)
+
+    if args.profile:
+        from nnunet_scd.bench.profile import profile_training_step
+
+        keep = None if args.profile == "dense" else config.keep_ratio
+        parts = profile_training_step(config, device, keep, steps=args.repeats or 1)
+        whole = parts.pop("whole step")
+        print(f"| part of one {args.profile} training step ({config.name}) | seconds | share |\n|---|---|---|")
+        for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {seconds:.2f} | {seconds / whole:.0%} |")
+        print(f"| whole step | {whole:.2f} | 100% |")
+        return 0
 
     if args.whole_volume:
         from nnunet_scd.bench.sliding_window import time_sliding_window
@@ -105,5 +121,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="time nnU-Net's sliding-window prediction of one synthetic volume for SCD, dense UNETR "
                              "and stock nnU-Net (PlainConvUNet); use with --config quick on CPU")
     parser.add_argument("--volume-scale", type=float, default=1.5, help="whole-volume size / patch size (default 1.5)")
+    parser.add_argument("--feature-size", type=int, default=None, help="override the UNETR decoder feature size")
+    parser.add_argument("--completion-dim", type=int, default=None, help="override the MTA width (default: embed dim)")
+    parser.add_argument("--completion-depth", type=int, default=None, help="override the MTA depth (default: 1)")
+    parser.add_argument("--profile", choices=("sparse", "dense"), default=None,
+                        help="instead of the benchmark, break one training step down by part (hooks; --repeats steps)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the table")
     parser.set_defaults(run=run)
