@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         result = derive_slim_plans(
             args.dataset, args.configuration, args.fold, args.budget, trainer_name=args.trainer, plans=args.plans,
             checkpoint=args.checkpoint, repeats=args.repeats, rederive=args.rederive,
+            plans_name=args.plans_name,
         )
     except ValueError as error:
         print(f"nnunet-scd slim: {error}", file=sys.stderr)
@@ -81,6 +82,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", type=_budget, required=True, help="fraction kept, in (0, 1], e.g. 0.7")
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier of the search run")
+    parser.add_argument("--plans-name", default=None,
+                        help="identifier of the slim plans to write (default <plans>_slim<budget>, e.g. 0.7 -> 0p7)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
     parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per network (default 20)")
     parser.add_argument("--rederive", action="store_true", help="derive new widths even if the slim plans exist")
