@@ -111,15 +111,15 @@ def test_trainer_writes_rounded_patch_and_tokens_into_configuration_and_plans(nn
 
 
 def test_two_dimensional_configuration_gets_2d_tokens(nnunet_env: Path) -> None:
-    trainer = make_trainer(tr.nnUNetTrainerUNETR_Tiny, [60, 76], [0.8, 0.8], configuration="2d")
-    assert trainer.configuration_manager.patch_size == [64, 80]
+    trainer = make_trainer(tr.nnUNetTrainerUNETR_Tiny, [28, 36], [0.8, 0.8], configuration="2d")
+    assert trainer.configuration_manager.patch_size == [32, 40]
     net = build(tr.nnUNetTrainerUNETR_Tiny, trainer.plans_manager.plans, "2d", deep_supervision=False)
-    assert net(torch.randn(1, 1, 64, 80)).shape == (1, 3, 64, 80)
+    assert net(torch.randn(1, 1, 32, 40)).shape == (1, 3, 32, 40)
 
 
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerUNETR_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny])
 def test_prediction_rebuilds_the_trained_network_exactly(nnunet_env: Path, cls: type) -> None:
-    trainer = make_trainer(cls, [20, 44, 44], [2.5, 0.8, 0.8])
+    trainer = make_trainer(cls, [6, 20, 20], [2.5, 0.8, 0.8])
     trained = build(cls, trainer.plans_manager.plans, "3d_fullres", deep_supervision=True)
     # The predictor reads plans.json from the results folder and turns deep supervision off.
     results_plans = json.loads(json.dumps(trainer.plans_manager.plans))
@@ -129,7 +129,7 @@ def test_prediction_rebuilds_the_trained_network_exactly(nnunet_env: Path, cls: 
     assert all(trained_state[k].shape == rebuilt_state[k].shape for k in trained_state)
     rebuilt.load_state_dict(trained_state, strict=True)
     trained.eval(), rebuilt.eval()
-    x = torch.randn(1, 1, 20, 48, 48)
+    x = torch.randn(1, 1, 6, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(trained(x), rebuilt(x))
 
@@ -189,12 +189,12 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -
 
 
 def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path) -> None:
-    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [8, 16, 16], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
     trainer.loss = trainer._build_loss()
     before = trainer.network.patch_embed.proj.weight.detach().clone()
-    batch = {"data": torch.randn(2, 1, 16, 32, 32), "target": torch.randint(0, 3, (2, 1, 16, 32, 32)).float()}
+    batch = {"data": torch.randn(2, 1, 8, 16, 16), "target": torch.randint(0, 3, (2, 1, 8, 16, 16)).float()}
     out = trainer.train_step(batch)
     assert torch.isfinite(torch.as_tensor(out["loss"]))
     assert not torch.equal(before, trainer.network.patch_embed.proj.weight)
