@@ -23,16 +23,17 @@ def plot_mask_distribution(network: nn.Module, path: str | Path, title: str = ""
         "attention head-dim channels": [b.attn.head_mask.detach().abs().flatten().cpu().numpy() for b in blocks],
         "MLP hidden neurons": [b.mlp.neuron_mask.detach().abs().flatten().cpu().numpy() for b in blocks],
     }
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, (name, values) in zip(axes, series.items()):
-        ax.boxplot(values, showfliers=True, flierprops={"markersize": 2})
-        ax.set_xticks(range(1, len(values) + 1), [str(i) for i in range(1, len(values) + 1)])
-        ax.set_xlabel("encoder block")
-        ax.set_title(name)
-    axes[0].set_ylabel("|mask|")
-    fig.suptitle(title)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with plt.style.context("default"):  # nnU-Net's progress plot sets a global poster-size seaborn style
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for ax, (name, values) in zip(axes, series.items()):
+            ax.boxplot(values, showfliers=True, flierprops={"markersize": 2})
+            ax.set_xticks(range(1, len(values) + 1), [str(i) for i in range(1, len(values) + 1)])
+            ax.set_xlabel("encoder block")
+            ax.set_title(name)
+        axes[0].set_ylabel("|mask|")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
     return path
