@@ -52,11 +52,11 @@ DEFAULT = DemoConfig(
     name="default",
     scd_trainer="nnUNetTrainerSCD_Tiny_demo",
     dense_trainer="nnUNetTrainerUNETR_Tiny_demo",
-    budget=TrainingBudget(epochs=15, iterations_per_epoch=25, val_iterations_per_epoch=3),
+    budget=TrainingBudget(epochs=12, iterations_per_epoch=25, val_iterations_per_epoch=2),
 )
 QUICK = DemoConfig(
     name="quick",
     scd_trainer="nnUNetTrainerSCD_Tiny_demoQuick",
     dense_trainer="nnUNetTrainerUNETR_Tiny_demoQuick",
-    budget=TrainingBudget(epochs=3, iterations_per_epoch=10, val_iterations_per_epoch=2),
+    budget=TrainingBudget(epochs=2, iterations_per_epoch=10, val_iterations_per_epoch=1),
 )

@@ -8,6 +8,8 @@ may be shared and timings drift.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import statistics
 import time
@@ -72,8 +74,9 @@ def load_predictor(model_folder: Path, fold: int):
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"),
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,),
-                                                   checkpoint_name="checkpoint_final.pth")
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its trainer-class search
+        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,),
+                                                       checkpoint_name="checkpoint_final.pth")
     predictor.network.eval()
     return predictor
 
