@@ -183,3 +183,16 @@ def test_demo_help_runs_and_documents_the_options() -> None:
     assert result.returncode == 0, result.stderr
     for text in ("--quick", "--work-dir", "nnUNet_raw", "nnunet_scd_work"):
         assert text in result.stdout
+
+
+def test_a_failing_step_names_the_step_and_its_log(tmp_path: Path) -> None:
+    from nnunet_scd.demo.steps import DemoError, run_logged, stage
+
+    log_file = tmp_path / "logs" / "step.log"
+    command = [sys.executable, "-c", "print('working'); raise SystemExit('nnU-Net said no')"]
+    expected = r"Step 'train SCD' failed \(exit code 1\)(.|\n)*nnU-Net said no(.|\n)*step.log"
+    with pytest.raises(DemoError, match=expected):
+        run_logged("train SCD", command, log_file, {})
+    assert "working" in log_file.read_text()
+    with pytest.raises(DemoError, match="Step 'figures' failed: ValueError: bad slice"), stage("figures", tmp_path):
+        raise ValueError("bad slice")

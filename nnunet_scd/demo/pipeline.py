@@ -7,7 +7,6 @@ measurements and figures are cheap and redone each time.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from nnunet_scd.demo import steps
 from nnunet_scd.demo.config import DemoConfig
-from nnunet_scd.demo.steps import Workspace, log
+from nnunet_scd.demo.steps import Workspace, log, stage
 
 __all__ = ["run_demo"]
 
@@ -119,28 +118,35 @@ def run_demo(work_dir: Path, config: DemoConfig) -> dict[str, Any]:
     load_at_start = _load()
     log(f"nnunet-scd demo ({config.name}): work folder {ws.root}; system load {load_at_start}")
 
-    steps.make_dataset(ws)
-    steps.plan_and_preprocess(ws)
+    with stage("generate phantoms", ws.logs):
+        steps.make_dataset(ws)
+    with stage("plan and preprocess", ws.logs):
+        steps.plan_and_preprocess(ws)
     for name, trainer in config.trainers.items():
-        steps.train(ws, name, trainer)
-    images, labels_dir = steps.stage_validation_cases(ws)
+        with stage(f"train {name}", ws.logs):
+            steps.train(ws, name, trainer)
+    with stage("copy validation cases", ws.logs):
+        images, labels_dir = steps.stage_validation_cases(ws)
     summaries = {}
     for name, trainer in config.trainers.items():
-        steps.predict(ws, name, trainer, images)
-        steps.evaluate(ws, name, trainer, labels_dir)
-        summaries[name] = json.loads((ws.predictions(trainer) / "summary.json").read_text())
+        with stage(f"predict {name}", ws.logs):
+            steps.predict(ws, name, trainer, images)
+        with stage(f"evaluate {name}", ws.logs):
+            summaries[name] = steps.evaluate(ws, name, trainer, labels_dir)
 
     log("Measuring parameters, FLOPs and inference time (in-process nnUNetPredictor, SCD and dense interleaved)")
-    predictors = {name: load_predictor(ws.fold_dir(trainer).parent, config.fold)
-                  for name, trainer in tqdm(config.trainers.items(), desc="load models", leave=False)}
-    measurements = measure(ws, images, predictors)
+    with stage("measure", ws.logs):
+        predictors = {name: load_predictor(ws.fold_dir(trainer).parent, config.fold)
+                      for name, trainer in tqdm(config.trainers.items(), desc="load models", leave=False)}
+        measurements = measure(ws, images, predictors)
     labels = {k: int(v) for k, v in predictors["SCD"].dataset_json["labels"].items()}
 
     report = ws.report
     case = steps.validation_keys(ws)[0]
     log(f"Drawing figures into {report}")
-    overlay = token_figure(ws, predictors["SCD"], case, report / "kept_tokens.png")
-    seg_png = segmentation_figure(ws, case, labels, report / "segmentation.png")
+    with stage("figures", ws.logs):
+        overlay = token_figure(ws, predictors["SCD"], case, report / "kept_tokens.png")
+        seg_png = segmentation_figure(ws, case, labels, report / "segmentation.png")
 
     b = config.budget
     table = build_table(summaries, measurements, labels, notes={

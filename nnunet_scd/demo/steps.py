@@ -14,14 +14,15 @@ import shutil
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from nnunet_scd.demo.config import DemoConfig
 
-__all__ = ["DemoError", "Workspace", "log", "run_logged", "nnunet_script"]
+__all__ = ["DemoError", "Workspace", "log", "nnunet_script", "run_logged", "stage"]
 
 
 class DemoError(RuntimeError):
@@ -90,6 +91,18 @@ class Workspace:
             "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1"),
             "nnUNet_compile": "f",
         }
+
+
+@contextmanager
+def stage(name: str, logs: Path) -> Iterator[None]:
+    """Turn an unexpected error inside a demo step into a DemoError that names the step."""
+    try:
+        yield
+    except (DemoError, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        raise DemoError(f"Step '{name}' failed: {type(error).__name__}: {error}\nLogs of the nnU-Net steps: "
+                        f"{logs}") from error
 
 
 def nnunet_script(name: str) -> str:
