@@ -76,7 +76,7 @@ def plot_token_overlay(image: np.ndarray, labels: np.ndarray, stage_boxes: Seque
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.9), dpi=DPI)
     axes[0].imshow(image, cmap="gray", interpolation="nearest")
     _show_labels(axes[0], labels, num_labels, alpha=0.45)
-    axes[0].set_title("input slice + true organs", fontsize=9)
+    axes[0].set_title("input slice + true organs\n(grey border: nnU-Net zero padding)", fontsize=9)
     h, w = image.shape
     th, tw = token_size[-2], token_size[-1]
     total = int(np.prod(grid_shape))
