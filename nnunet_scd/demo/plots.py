@@ -142,12 +142,14 @@ def plot_dice_vs_throughput(models: Sequence[Mapping], path: Path, chance: float
     specs = [("volumes_per_second", "inference throughput (volumes / s, CPU)"),
              ("epochs_per_hour", "training throughput (epochs / hour, CPU)")]
     for ax, (key, xlabel) in zip(axes, specs, strict=True):
+        right = 0.0
         for i, m in enumerate(models):
             x = m.get(key)
             if x is None and key == "epochs_per_hour" and m.get("train_seconds_per_epoch"):
                 x = 3600.0 / m["train_seconds_per_epoch"]
             if x is None:
                 continue
+            right = max(right, x)
             colour = STAGE_COLOURS[i % len(STAGE_COLOURS)]
             ax.scatter([x], [m["mean_dice"]], s=80, color=colour, zorder=3)
             ax.annotate(m["model"], (x, m["mean_dice"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
@@ -158,7 +160,7 @@ def plot_dice_vs_throughput(models: Sequence[Mapping], path: Path, chance: float
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel("mean Dice (validation)", fontsize=9)
         ax.set_ylim(0, 1)
-        ax.margins(x=0.35)
+        ax.set_xlim(0, 1.35 * right if right > 0 else 1)  # from zero, so small differences look small
         ax.grid(alpha=0.3)
     fig.suptitle("SCD vs dense UNETR: accuracy against speed (up and right is better)", fontsize=10)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.28)
