@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_4epochs_20iters_lr1e3_NoMirroring
+from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 987
-SCD = "nnUNetTrainerSCD_Tiny_4epochs_20iters_lr1e3_NoMirroring"
-DENSE = "nnUNetTrainerUNETR_Tiny_4epochs_20iters_lr1e3_NoMirroring"
+SCD = "nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring"
+DENSE = "nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring"
 PLANS = "nnUNetPlans"
 
 
@@ -173,7 +173,7 @@ def test_results_folder_records_the_token_geometry(env: dict[str, str], trained:
 def test_killed_training_resumes_from_its_last_checkpoint(trained: dict) -> None:
     log = trained["resumed_log"]
     epochs = logged_epochs(log)
-    last = nnUNetTrainerSCD_Tiny_4epochs_20iters_lr1e3_NoMirroring.epochs - 1
+    last = nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring.epochs - 1
     assert epochs and epochs[0] == 1 and epochs[-1] == last, f"resumed run trained epochs {epochs}"
     assert "Training done." in log
 
@@ -198,27 +198,31 @@ def test_export_install_predict_evaluate(env: dict[str, str], trained: dict, tmp
         "-c", "3d_fullres", "-tr", SCD, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1")
     assert sorted(p.name for p in prediction.glob("*.nii.gz")) == sorted(p.name for p in (raw / "labelsTs").iterdir())
 
-    labels = [str(v) for k, v in json.loads((raw / "dataset.json").read_text())["labels"].items() if v]
-    run(env, "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(prediction), "-l", *labels, "-np", "1")
+    plans = results_dir(env, SCD, "3d_fullres") / "plans.json"
+    run(env, "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(prediction), "-djfile", str(raw / "dataset.json"),
+        "-pfile", str(plans), "-np", "1")
     assert_well_above_chance(prediction / "summary.json", chance_dice(raw / "labelsTs"), f"{SCD} on imagesTs")
 
 
 def test_find_best_configuration_and_postprocessing(env: dict[str, str], trained: dict, tmp_path: Path) -> None:
-    out = run(env, "nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres", "2d",
+    # Every (trainer, configuration) pair must exist, so the ensemble is SCD + dense UNETR in 3D.
+    out = run(env, "nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "3d_fullres",
               "-tr", SCD, DENSE, "-f", "0", "-np", "1")
     dataset_results = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID}_SCDPhantom"
     instructions = (dataset_results / "inference_instructions.txt").read_text()
     assert "nnUNetv2_apply_postprocessing" in instructions
     ensembles = list(dataset_results.glob("ensembles/ensemble___*"))
-    assert ensembles and all((e / "fold_0" / "summary.json").is_file() for e in ensembles)
+    assert ensembles and all((e / "summary.json").is_file() for e in ensembles)
     assert "ensemble" in out.lower()
 
-    # Apply the chosen postprocessing to the SCD 3d validation predictions, as the instructions say.
-    folder = results_dir(env, SCD, "3d_fullres")
-    pkl = folder / "crossval_results_folds_0" / "postprocessing.pkl"
+    # Apply the chosen postprocessing (of whichever model or ensemble won) to the SCD 3d validation
+    # predictions, as the instructions say.
+    best = json.loads((dataset_results / "inference_information.json").read_text())["best_model_or_ensemble"]
+    pkl = Path(best["postprocessing_file"])
     assert pkl.is_file()
+    validation = results_dir(env, SCD, "3d_fullres") / "fold_0" / "validation"
     target = tmp_path / "postprocessed"
-    run(env, "nnUNetv2_apply_postprocessing", "-i", str(folder / "fold_0" / "validation"), "-o", str(target),
-        "-pp_pkl_file", str(pkl), "-np", "1", "-plans_json", str(folder / "plans.json"),
-        "-dataset_json", str(folder / "dataset.json"))
-    assert len(list(target.glob("*.nii.gz"))) == len(list((folder / "fold_0" / "validation").glob("*.nii.gz")))
+    run(env, "nnUNetv2_apply_postprocessing", "-i", str(validation), "-o", str(target),
+        "-pp_pkl_file", str(pkl), "-np", "1", "-plans_json", best["some_plans_file"],
+        "-dataset_json", str(Path(best["some_plans_file"]).parent / "dataset.json"))
+    assert len(list(target.glob("*.nii.gz"))) == len(list(validation.glob("*.nii.gz")))
