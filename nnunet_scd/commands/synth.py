@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write synthetic abdominal-CT-like volumes (7 organ labels in BTCV order: spleen, kidneys, "
             "gallbladder, liver, stomach, aorta; anisotropic spacing about 0.8 x 0.8 x 2.5 mm) as "
-            "<raw>/DatasetXXX_<name> in nnU-Net v2 format. The same seed gives identical data; complete "
+            "<raw>/Dataset<id>_<name> in nnU-Net v2 format. The same seed gives identical data; complete "
             "cases are kept, so an interrupted run resumes."
         ),
     )

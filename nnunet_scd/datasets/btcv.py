@@ -84,7 +84,7 @@ def find_btcv_cases(raw_dir: str | Path) -> tuple[list[BTCVCase], list[BTCVCase]
         )
     images, labels = _numbered(img_dir, _IMAGE), _numbered(label_dir, _LABEL)
     if not images:
-        problems.append(f"no images named imgXXXX.nii.gz in {img_dir}")
+        problems.append(f"no images named img0001.nii.gz, img0002.nii.gz, ... in {img_dir}")
     problems += [f"image {images[n]} has no label {label_dir / f'label{n}.nii.gz'}"
                  for n in sorted(images.keys() - labels.keys())]
     problems += [f"label {labels[n]} has no image {img_dir / f'img{n}.nii.gz'}"

@@ -256,7 +256,7 @@ def write_phantom_dataset(
 ) -> Path:
     """Write (or complete) a phantom dataset in nnU-Net v2 raw format; returns its folder.
 
-    Layout: ``imagesTr/phantom_XXX_0000.nii.gz``, ``labelsTr/phantom_XXX.nii.gz``, optional
+    Layout: ``imagesTr/phantom_NNN_0000.nii.gz``, ``labelsTr/phantom_NNN.nii.gz``, optional
     ``imagesTs``/``labelsTs``, ``dataset.json`` and ``phantom.json`` (parameters and per-case
     statistics). Cases already complete are kept, so an interrupted run resumes. A folder made
     with other parameters is refused rather than mixed.

@@ -29,9 +29,9 @@ def raw_root_from_env(out: str | os.PathLike | None) -> Path:
 
 
 def dataset_folder(raw_root: Path, dataset_id: int, name: str) -> Path:
-    """``<raw_root>/DatasetXXX_<name>``; refuses when another dataset already uses that id.
+    """``<raw_root>/Dataset<id>_<name>``; refuses when another dataset already uses that id.
 
-    nnU-Net resolves ``-d XXX`` by the id alone, so two folders with one id make every later
+    nnU-Net resolves ``-d <id>`` by the id alone, so two folders with one id make every later
     nnU-Net command fail.
     """
     if not 1 <= dataset_id <= 999:
