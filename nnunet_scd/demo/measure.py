@@ -41,16 +41,10 @@ def count_parameters(network) -> int:
 
 
 def count_flops(network, input_shape: tuple[int, ...]) -> int:
-    """Forward FLOPs of one input of ``input_shape`` (B, C, *S), from ``torch.utils.flop_counter``."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """Forward FLOPs of one input of ``input_shape`` (B, C, *S), attention included (see ``nnunet_scd.flops``)."""
+    from nnunet_scd.flops import forward_flops
 
-    was_training = network.training
-    network.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        network(torch.zeros(input_shape))
-    network.train(was_training)
-    return int(counter.get_total_flops())
+    return int(forward_flops(network, input_shape))
 
 
 def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

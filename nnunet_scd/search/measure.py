@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from nnunet_scd.flops import forward_flops
 
 __all__ = ["Cost", "encoder_modules", "measure_cost", "measure_costs"]
 
@@ -61,11 +62,10 @@ def _count(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
     encoder_names = re.compile(rf"^{re.escape(name)}\.(patch_embed|blocks\.\d+)$")
     params = sum(p.numel() for p in network.parameters())
     encoder_params = sum(p.numel() for m in encoder_modules(network) for p in m.parameters())
-    with FlopCounterMode(display=False) as counter:
-        network(x)
-    counts = counter.get_flop_counts()
-    encoder_flops = sum(sum(ops.values()) for key, ops in counts.items() if encoder_names.match(key))
-    return params, encoder_params, counter.get_total_flops(), encoder_flops
+    # On the meta device, so CPU attention is counted too (see nnunet_scd.flops).
+    total, per_module = forward_flops(network, x.shape, per_module=True)
+    encoder_flops = sum(flops for key, flops in per_module.items() if encoder_names.match(key))
+    return params, encoder_params, total, encoder_flops
 
 
 def _time(network: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
