@@ -24,6 +24,7 @@ from torch import nn
 
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
 from nnunet_scd.nnunet.trainers import (
+    ShortRunRecipe,
     nnUNetTrainerSCD,
     nnUNetTrainerSCD_Tiny,
     nnUNetTrainerUNETR,
@@ -42,19 +43,26 @@ from nnunet_scd.search import (
 __all__ = [
     "nnUNetTrainerSCDSearch",
     "nnUNetTrainerSCDSearch_Tiny",
+    "nnUNetTrainerSCDSearch_Tiny_12epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerSCDSearch_Tiny_5epochs",
     "nnUNetTrainerSCDSlim",
     "nnUNetTrainerSCDSlim_NoPixelClassifier",
     "nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny",
     "nnUNetTrainerSCDSlim_Tiny",
+    "nnUNetTrainerSCDSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerSCDSlim_Tiny_5epochs",
+    "nnUNetTrainerSCD_Tiny_24epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETRSearch",
     "nnUNetTrainerUNETRSearch_Tiny",
+    "nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETRSearch_Tiny_5epochs",
     "nnUNetTrainerUNETRSlim",
     "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny",
+    "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_12epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETRSlim_Tiny",
+    "nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETRSlim_Tiny_5epochs",
+    "nnUNetTrainerUNETR_Tiny_24epochs_25iters_lr1e3_NoMirroring",
 ]
 
 
@@ -241,3 +249,53 @@ class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny(nnUNetTrainerUNETRSlim_Tiny)
 class nnUNetTrainerUNETRSlim_Tiny_5epochs(nnUNetTrainerUNETRSlim_Tiny):
     epochs = 5
     checkpoint_every = 1
+
+
+# ---------------------------------------------------------------------- short CPU runs
+class _ShortSearchRun(ShortRunRecipe):
+    """One stage of a CPU search-then-fine-tune run: 12 epochs of 25 training and 5 validation iterations.
+
+    The short-run recipe (lr 1e-3 after a warm-up, a checkpoint every epoch, no test-time mirroring),
+    because the Tiny recipe's lr 3e-4 barely learns in 300 iterations. About 5 minutes per stage on
+    two unloaded CPU cores at the demo's phantom size.
+    """
+
+    epochs = 12
+    iterations_per_epoch = 25
+    val_iterations_per_epoch = 5
+
+
+class _ShortReferenceRun(_ShortSearchRun):
+    """The unsliced reference with the iterations of search plus fine-tuning (2 x 12 epochs of 25)."""
+
+    epochs = 24
+
+
+class nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerUNETRSearch_Tiny):
+    pass
+
+
+class nnUNetTrainerSCDSearch_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerSCDSearch_Tiny):
+    pass
+
+
+class nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerUNETRSlim_Tiny):
+    pass
+
+
+class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_12epochs_25iters_lr1e3_NoMirroring(
+    _ShortSearchRun, nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny
+):
+    pass
+
+
+class nnUNetTrainerSCDSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerSCDSlim_Tiny):
+    pass
+
+
+class nnUNetTrainerUNETR_Tiny_24epochs_25iters_lr1e3_NoMirroring(_ShortReferenceRun, nnUNetTrainerUNETR_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_Tiny_24epochs_25iters_lr1e3_NoMirroring(_ShortReferenceRun, nnUNetTrainerSCD_Tiny):
+    pass
