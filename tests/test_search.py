@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
 from conftest import TINY
 
 from nnunet_scd import SCDNet
+from nnunet_scd.flops import forward_flops
 from nnunet_scd.search import (
     SlimAttention,
     SlimBlock,
@@ -23,6 +25,7 @@ from nnunet_scd.search import (
     masked_blocks,
     slice_blocks,
 )
+from nnunet_scd.search.measure import encoder_modules
 
 WIDE = dict(TINY, embed_dim=48, num_heads=4)  # head_dim 12, MLP 192
 
@@ -103,12 +106,59 @@ def test_a_block_whose_heads_and_neurons_are_all_pruned_still_runs():
     assert block(x).shape == x.shape
 
 
-def test_budgets_give_the_expected_global_widths():
+def test_global_ranking_keeps_the_largest_mask_values_over_all_blocks():
     masks = [torch.tensor([[0.9, 0.1], [0.8, 0.7]]), torch.tensor([[0.05, 0.6], [0.3, 0.2]])]
-    keep = global_keep(masks, 0.5)
+    keep = global_keep(masks, 4)
     assert [k.tolist() for k in keep] == [[[True, False], [True, True]], [[False, True], [False, False]]]
-    assert sum(int(k.sum()) for k in global_keep(masks, 0.7)) == round(0.7 * 8)
-    assert all(k.all() for k in global_keep(masks, 1.0))
+    assert all(k.all() for k in global_keep(masks, 8))
+
+
+# Tiny-like proportions: 512 tokens of width 64, pruning after blocks 2, 3 and 5 of 6.
+TINY_LIKE = dict(embed_dim=64, depth=6, num_heads=4, prune_after=(2, 3, 5), feature_size=4)
+TINY_PATCH, TINY_TOKEN = (16, 64, 64), (2, 8, 8)
+
+
+def _tiny_like(keep_ratios) -> SCDNet:
+    return SCDNet(1, 3, TINY_PATCH, TINY_TOKEN, keep_ratios=keep_ratios, **TINY_LIKE).eval()
+
+
+def _measured_encoder(net: torch.nn.Module) -> tuple[int, int]:
+    """Encoder params and FLOPs counted on a mask-free network, independently of the derivation's cost model."""
+    params = sum(p.numel() for m in encoder_modules(net) for p in m.parameters())
+    _, per_module = forward_flops(net, (1, 1, *TINY_PATCH), per_module=True)
+    encoder = re.compile(r"^SCDNet\.(patch_embed|blocks\.\d+)$")
+    return params, sum(f for name, f in per_module.items() if encoder.match(name))
+
+
+@pytest.mark.parametrize("keep_ratios", [None, (0.25, 0.25, 0.25)], ids=["dense", "scd"])
+@pytest.mark.parametrize("budget", [0.7, 0.5])
+@pytest.mark.parametrize("late_low", [False, True], ids=["uniform", "late-blocks-low"])
+def test_budget_is_the_measured_share_of_encoder_params_and_flops(keep_ratios, budget, late_low):
+    torch.manual_seed(0)
+    net = _tiny_like(keep_ratios)
+    full_params, full_flops = _measured_encoder(net)
+    mask_blocks(net)
+    _randomise_masks(net)
+    if late_low:  # the late blocks (few tokens after pruning, so cheap) are cut first
+        with torch.no_grad():
+            for depth, block in enumerate(masked_blocks(net)):
+                block.attn.head_mask.mul_(1 - 0.15 * depth)
+                block.mlp.neuron_mask.mul_(1 - 0.15 * depth)
+    slice_blocks(net, derive_keep(net, budget))
+    params, flops = _measured_encoder(net)
+    assert params / full_params <= budget and flops / full_flops <= budget
+    # The largest selection within budget: one of the two is binding (channels are fine-grained).
+    assert max(params / full_params, flops / full_flops) >= budget - 0.01
+    if not late_low:  # masks spread evenly over blocks: params and FLOPs fall together
+        assert min(params / full_params, flops / full_flops) >= budget - 0.1
+
+
+def test_budget_one_keeps_everything_and_a_budget_below_the_fixed_part_is_refused():
+    net = mask_blocks(_tiny_like((0.25, 0.25, 0.25)))
+    _randomise_masks(net)
+    assert all(a.all() and m.all() for a, m in derive_keep(net, 1.0))
+    with pytest.raises(ValueError, match="patch embedding"):
+        derive_keep(net, 0.01)
 
 
 def test_widths_differ_by_layer_and_are_recorded_decreasing():
@@ -120,8 +170,6 @@ def test_widths_differ_by_layer_and_are_recorded_decreasing():
     widths = keep_widths(keep)
     assert widths[0]["head_dims"] == [12]
     assert widths[3]["mlp_hidden"] < widths[1]["mlp_hidden"]
-    total_attn = sum(sum(w["head_dims"]) for w in widths)
-    assert total_attn == round(0.7 * 4 * 4 * 12)
     slice_blocks(net, keep)
     assert block_widths(net) == widths
 

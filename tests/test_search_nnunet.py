@@ -74,12 +74,10 @@ def test_slim_plans_rebuild_the_sliced_network_with_its_weights(search_run: Path
     plans = json.loads(result.plans_file.read_text())
     record = slim_record(plans["configurations"]["3d_fullres"])
     assert record["blocks"] == result.widths and plans["plans_name"] == "nnUNetPlans_slim0p7"
-    dense_attn, dense_mlp = 6 * 4 * 48, 6 * 768
-    assert sum(sum(w["head_dims"]) for w in result.widths) == round(0.7 * dense_attn)
-    assert sum(w["mlp_hidden"] for w in result.widths) == round(0.7 * dense_mlp)
-    slim = result.costs["slim"]
-    assert slim.encoder_params < 0.75 * result.costs["dense"].encoder_params
-    assert slim.encoder_flops < 0.75 * result.costs["dense"].encoder_flops
+    slim, dense = result.costs["slim"], result.costs["dense"]
+    # The budget is the share of the encoder's cost kept, measured on the sliced network.
+    assert 0.6 * dense.encoder_params <= slim.encoder_params <= 0.7 * dense.encoder_params
+    assert 0.6 * dense.encoder_flops <= slim.encoder_flops <= 0.7 * dense.encoder_flops
 
     rebuilt = _build(nnUNetTrainerSCDSlim_Tiny, plans)
     assert isinstance(rebuilt, WithPixelClassifier)

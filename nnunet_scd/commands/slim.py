@@ -13,7 +13,9 @@ def _budget(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
     if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1] (the fraction of channels and neurons kept), got {text}")
+        raise argparse.ArgumentTypeError(
+            f"must be in (0, 1] (the fraction of the encoder's parameters and FLOPs kept), got {text}"
+        )
     return value
 
 
@@ -69,9 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "slim",
         help="derive, slice and save the subnet of a joint-search run as new nnU-Net plans",
         description=(
-            "Load a search checkpoint from nnUNet_results, keep the top BUDGET fraction of attention channels and "
-            "of MLP neurons (one global threshold per type, so widths differ by block), physically slice the "
-            "Linear layers, and write <plans>_slim<B> plans and the sliced weights into nnUNet_preprocessed. "
+            "Load a search checkpoint from nnUNet_results and keep the attention channels and MLP neurons with the "
+            "largest masks (one global threshold per type, so widths differ by block) such that the ViT encoder's "
+            "parameters and forward FLOPs on one patch are each at most BUDGET x the unsliced encoder's. The cost "
+            "model counts the tokens each block sees after token pruning, so cheap late-block channels count "
+            "for little, and the unsliceable patch embedding, position table and norms. Then physically slice "
+            "the Linear layers and write <plans>_slim<B> plans and the sliced weights into nnUNet_preprocessed. "
             "Reports parameters, FLOPs and latency before and after. If the slim plans exist (another fold), "
             "their widths are reused so every fold gets the same architecture."
         ),
@@ -79,7 +84,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
     parser.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 3d_fullres")
     parser.add_argument("-f", "--fold", type=int, required=True, help="fold of the search run")
-    parser.add_argument("--budget", type=_budget, required=True, help="fraction kept, in (0, 1], e.g. 0.7")
+    parser.add_argument("--budget", type=_budget, required=True,
+                        help="fraction of the encoder's params and FLOPs kept, in (0, 1], e.g. 0.7")
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier of the search run")
     parser.add_argument("--plans-name", default=None,

@@ -1,5 +1,6 @@
 """Joint multi-dimensional search: masked blocks, L1 penalty, global thresholds, physical slicing."""
 
+from nnunet_scd.search.cost import EncoderCost, block_tokens, encoder_cost
 from nnunet_scd.search.derive import check_budget, derive_keep, fit_keep, global_keep, keep_widths
 from nnunet_scd.search.masked_vit import SlimAttention, SlimBlock, SlimMlp
 from nnunet_scd.search.measure import Cost, measure_cost, measure_costs
@@ -17,15 +18,18 @@ from nnunet_scd.search.slicing import (
 
 __all__ = [
     "Cost",
+    "EncoderCost",
     "PixelClassifier",
     "SlimAttention",
     "SlimBlock",
     "SlimMlp",
     "WithPixelClassifier",
     "apply_widths",
+    "block_tokens",
     "block_widths",
     "check_budget",
     "derive_keep",
+    "encoder_cost",
     "fit_keep",
     "global_keep",
     "keep_widths",

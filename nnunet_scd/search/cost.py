@@ -1,0 +1,96 @@
+"""Analytic cost of a ViT encoder per attention channel and per MLP neuron, for budget-aware derivation.
+
+Slicing removes, per attention head-dim channel, one row each of q, k and v and one column of the
+output projection; per MLP neuron, one row of fc1 and one column of fc2. What it removes in
+FLOPs depends on how many tokens the block sees: after token pruning a late block processes a
+fraction of the grid, so its channels are cheap, and the attention's N^2 terms shrink faster still.
+The rest (patch embedding, position table, norms, output biases) stays whatever the budget.
+
+FLOPs follow ``torch.utils.flop_counter``'s convention (2 per multiply-add, matmuls, convolutions
+and attention only), for one patch (batch 1) of the network's training size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from nnunet_scd.model.stp import keep_count
+from nnunet_scd.search.masked_vit import SlimBlock
+
+__all__ = ["EncoderCost", "block_tokens", "encoder_cost"]
+
+
+@dataclass(frozen=True)
+class EncoderCost:
+    """Parameters and FLOPs of an encoder as fixed part + per-channel costs of each block.
+
+    ``attn_params[i]`` / ``attn_flops[i]``: what one head-dim channel of block i costs;
+    ``mlp_params[i]`` / ``mlp_flops[i]``: what one MLP neuron of block i costs.
+    """
+
+    fixed_params: int
+    fixed_flops: int
+    attn_params: tuple[int, ...]
+    attn_flops: tuple[int, ...]
+    mlp_params: tuple[int, ...]
+    mlp_flops: tuple[int, ...]
+
+    def of(self, attn_channels: list[int], mlp_neurons: list[int]) -> tuple[int, int]:
+        """(params, FLOPs) of the encoder with these per-block channel and neuron counts."""
+        params = self.fixed_params + sum(
+            a * pa + m * pm for a, m, pa, pm in zip(attn_channels, mlp_neurons, self.attn_params, self.mlp_params))
+        flops = self.fixed_flops + sum(
+            a * fa + m * fm for a, m, fa, fm in zip(attn_channels, mlp_neurons, self.attn_flops, self.mlp_flops))
+        return params, flops
+
+
+def block_tokens(network: nn.Module) -> list[int]:
+    """Tokens each encoder block of an SCDNet processes on one training patch.
+
+    The full grid up to the first pruning point, then ``keep_count`` of the remaining tokens after
+    each block in ``prune_after`` (1-based); a dense network (no pruning) sees the grid everywhere.
+    """
+    tokens = math.prod(network.token_grid)
+    ratios = {after: stage.keep_ratio for after, stage in zip(network.prune_after, network.pruning)}
+    counts = []
+    for depth in range(1, len(network.blocks) + 1):
+        counts.append(tokens)
+        if depth in ratios:
+            tokens = keep_count(tokens, ratios[depth])
+    return counts
+
+
+def _params(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def _block_fixed_params(block: SlimBlock) -> int:
+    """Parameters of a block that no slicing removes: both norms and the two output biases."""
+    return _params(block.norm1, block.norm2) + block.attn.proj.bias.numel() + block.mlp.fc2.bias.numel()
+
+
+def encoder_cost(network: nn.Module) -> EncoderCost:
+    """The analytic cost model of an SCDNet's encoder whose blocks are ``SlimBlock``s (masked or sliced)."""
+    blocks = list(network.blocks)
+    if not all(isinstance(b, SlimBlock) for b in blocks):
+        raise ValueError("encoder_cost needs SlimBlocks (a search or slim network); call mask_blocks first.")
+    tokens = block_tokens(network)
+    embed = network.patch_embed.proj
+    # A convolution with stride = kernel: every grid position multiplies the whole kernel once.
+    fixed_flops = 2 * tokens[0] * embed.weight.numel()
+    fixed_params = _params(network.patch_embed, network.pos_embed, network.norm) + sum(
+        _block_fixed_params(b) for b in blocks)
+    attn_params, attn_flops, mlp_params, mlp_flops = [], [], [], []
+    for block, n in zip(blocks, tokens):
+        dim = block.norm1.normalized_shape[0]
+        qkv_bias = 3 if block.attn.qkv.bias is not None else 0
+        attn_params.append(4 * dim + qkv_bias)  # q, k, v rows and a proj column
+        # q, k, v and proj: 2 * n * dim each; q.k^T and attention x v: 2 * n^2 each.
+        attn_flops.append(8 * n * dim + 4 * n * n)
+        mlp_params.append(2 * dim + 1)  # fc1 row and bias, fc2 column
+        mlp_flops.append(4 * n * dim)
+    return EncoderCost(fixed_params, fixed_flops, tuple(attn_params), tuple(attn_flops), tuple(mlp_params),
+                       tuple(mlp_flops))
