@@ -8,15 +8,12 @@ import sys
 
 
 def _budget(text: str) -> float:
+    from nnunet_scd.search.derive import check_budget  # lazy: torch loads only when the command runs
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"must be in (0, 1] (the fraction of the encoder's parameters and FLOPs kept), got {text}"
-        )
-    return value
+        return check_budget(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _ratio(before: float, after: float) -> str:
