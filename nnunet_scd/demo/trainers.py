@@ -1,14 +1,15 @@
 """Demo trainer variants: the Tiny SCD trainer and its dense twin with the demo's short budgets.
 
-Only the training length changes (and the end-of-training validation is left out, because the demo
-predicts the same validation cases with ``nnUNetv2_predict`` and evaluates them itself). The
-network and recipe are exactly those of ``nnUNetTrainerSCD_Tiny`` / ``nnUNetTrainerUNETR_Tiny``.
+The network is exactly that of ``nnUNetTrainerSCD_Tiny`` / ``nnUNetTrainerUNETR_Tiny``; the
+training length is the demo's budget with the short-run recipe (``ShortRunRecipe``: lr 1e-3 after a
+warm-up, no test-time mirroring), and the end-of-training validation is left out because the demo
+predicts the same validation cases with ``nnUNetv2_predict`` and evaluates them itself.
 """
 
 from __future__ import annotations
 
 from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
-from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
+from nnunet_scd.nnunet.trainers import ShortRunRecipe, nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
 
 __all__ = [
     "nnUNetTrainerSCD_Tiny_demo",
@@ -18,11 +19,14 @@ __all__ = [
 ]
 
 
-class _DemoBudget:
-    """Mixin: a fixed epoch/iteration budget, one checkpoint per epoch, no final validation."""
+class _DemoBudget(ShortRunRecipe):
+    """Mixin: a fixed epoch/iteration budget with the short-run recipe, no final validation.
+
+    The recipe's checkpoint every epoch is what lets an interrupted demo resume (``--c``) from the
+    last finished epoch.
+    """
 
     budget: TrainingBudget = DEFAULT.budget
-    checkpoint_every = 1  # so an interrupted demo resumes (``--c``) from the last finished epoch
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -25,6 +25,7 @@ from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, reso
 
 __all__ = [
     "VIT_SIZES",
+    "ShortRunRecipe",
     "ViTSize",
     "nnUNetTrainerSCD",
     "nnUNetTrainerSCD_MIM",
@@ -276,24 +277,32 @@ class nnUNetTrainerUNETR_Tiny_5epochs(nnUNetTrainerUNETR_Tiny):
     checkpoint_every = 1
 
 
-# CPU smoke-test lengths: X epochs of Y training iterations (and 5 validation iterations), a
-# checkpoint every epoch so that a killed run loses at most one epoch, and no mirroring at
-# inference (nnU-Net's NoMirroring: 8x fewer forward passes in validation and prediction).
-# lr 1e-3 after one warm-up epoch because 60 iterations at the recipe's 3e-4 left the dense Tiny
-# UNETR at chance level on the phantoms (liver Dice 0.00, vs 0.62 at 1e-3), and 80 iterations at
-# 1e-3 without warm-up still let one SCD run collapse to background.
-class _CPUSmoke:
-    epochs = 8
-    iterations_per_epoch = 30
+class ShortRunRecipe:
+    """Mixin for runs of a few hundred iterations on CPU (smoke tests, the demo).
+
+    lr 1e-3 after a warm-up of 1/8 of the epochs, because 60 iterations at the recipe's 3e-4 left
+    the dense Tiny UNETR at chance level on the phantoms (liver Dice 0.00, vs 0.62 at 1e-3), and 80
+    iterations at 1e-3 without warm-up still let one SCD run collapse to background. A checkpoint
+    every epoch, so that a killed run loses at most one epoch, and no mirroring at inference
+    (nnU-Net's NoMirroring: 8x fewer forward passes in validation and prediction).
+    """
+
     lr = 1e-3
     warmup_fraction = 0.125
-    val_iterations_per_epoch = 5
     checkpoint_every = 1
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
+
+
+class _CPUSmoke(ShortRunRecipe):
+    """CPU smoke-test length: 8 epochs of 30 training and 5 validation iterations."""
+
+    epochs = 8
+    iterations_per_epoch = 30
+    val_iterations_per_epoch = 5
 
 
 class nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerSCD_Tiny):
