@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnunet_scd.bench.configs import CONFIGS
-from nnunet_scd.bench.timing import count_flops
+from nnunet_scd.bench.timing import count_flops, peak_training_memory
 from nnunet_scd.commands import bench
 
 
@@ -70,3 +70,18 @@ def test_profile_breaks_a_training_step_into_named_parts():
     for name in ("encoder blocks fwd", "decoder bwd", "scorer (STP) fwd", "completion (MTA) bwd", "optimizer step"):
         assert parts[name] > 0, name
     assert parts["whole step"] >= parts["decoder fwd"]
+
+
+def _own_peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def test_peak_memory_of_a_spawned_process_is_its_own_not_the_parents():
+    # Regression: getrusage's ru_maxrss survives execve, so every spawned measurement reported the
+    # benchmark process's own peak (dense and sparse both 9.03 GiB at the paper config).
+    ballast = torch.ones(2**30 // 4)  # 1 GiB, touched: the parent's peak is far above a tiny network's
+    parent_peak = _own_peak_rss()
+    del ballast
+    result = peak_training_memory(CONFIGS["tiny"], 0.5, torch.device("cpu"), steps=1)
+    assert 0 < result["peak_bytes"] < result["peak_rss_bytes"] < parent_peak - 2**29

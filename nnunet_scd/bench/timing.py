@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
+from queue import Empty
 from typing import Any
 
 import torch
@@ -177,6 +177,20 @@ def _current_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM).
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that over from before ``execve``, so a
+    spawned child reports the parent's peak (the benchmark process's, with both networks in it)
+    and every network measured the same. VmHWM belongs to the current address space only.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError("/proc/self/status has no VmHWM line; peak RSS cannot be measured on this system.")
+
+
 def _memory_child(config: BenchConfig, keep_ratio: float | None, device_name: str, steps: int, queue: Any) -> None:
     try:
         device = torch.device(device_name)
@@ -192,7 +206,7 @@ def _memory_child(config: BenchConfig, keep_ratio: float | None, device_name: st
         if device.type == "cuda":
             queue.put({"peak_bytes": torch.cuda.max_memory_allocated(device) - start, "kind": "cuda allocated"})
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+            peak = _peak_rss_bytes()
             queue.put({"peak_bytes": peak - baseline, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline,
                        "kind": "cpu peak RSS above the process baseline"})
     except BaseException as error:  # report to the parent instead of dying silently
@@ -212,7 +226,14 @@ def peak_training_memory(config: BenchConfig, keep_ratio: float | None, device: 
     queue = ctx.Queue()
     child = ctx.Process(target=_memory_child, args=(config, keep_ratio, str(device), steps, queue))
     child.start()
-    result = queue.get()
+    while True:  # a child killed (e.g. out of memory) puts nothing: do not wait for it forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not child.is_alive():
+                result = {"error": f"the measuring process exited with code {child.exitcode} without a result"}
+                break
     child.join()
     if "error" in result:
         raise RuntimeError(f"memory measurement for keep_ratio={keep_ratio} failed: {result['error']}")
