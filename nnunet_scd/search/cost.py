@@ -38,14 +38,6 @@ class EncoderCost:
     mlp_params: tuple[int, ...]
     mlp_flops: tuple[int, ...]
 
-    def of(self, attn_channels: list[int], mlp_neurons: list[int]) -> tuple[int, int]:
-        """(params, FLOPs) of the encoder with these per-block channel and neuron counts."""
-        params = self.fixed_params + sum(
-            a * pa + m * pm for a, m, pa, pm in zip(attn_channels, mlp_neurons, self.attn_params, self.mlp_params))
-        flops = self.fixed_flops + sum(
-            a * fa + m * fm for a, m, fa, fm in zip(attn_channels, mlp_neurons, self.attn_flops, self.mlp_flops))
-        return params, flops
-
 
 def block_tokens(network: nn.Module) -> list[int]:
     """Tokens each encoder block of an SCDNet processes on one training patch.
