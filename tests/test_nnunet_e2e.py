@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring
+from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 987
-SCD = "nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring"
-DENSE = "nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring"
+SCD = "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring"
+DENSE = "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring"
 PLANS = "nnUNetPlans"
 
 
@@ -173,7 +173,7 @@ def test_results_folder_records_the_token_geometry(env: dict[str, str], trained:
 def test_killed_training_resumes_from_its_last_checkpoint(trained: dict) -> None:
     log = trained["resumed_log"]
     epochs = logged_epochs(log)
-    last = nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring.epochs - 1
+    last = nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring.epochs - 1
     assert epochs and epochs[0] == 1 and epochs[-1] == last, f"resumed run trained epochs {epochs}"
     assert "Training done." in log
 

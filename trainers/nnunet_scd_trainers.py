@@ -12,12 +12,12 @@ from nnunet_scd.nnunet.trainers import (
     nnUNetTrainerSCD_MIM_Tiny,
     nnUNetTrainerSCD_Tiny,
     nnUNetTrainerSCD_Tiny_5epochs,
-    nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring,
+    nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring,
     nnUNetTrainerSCD_Tiny_keep0p5,
     nnUNetTrainerUNETR,
     nnUNetTrainerUNETR_Tiny,
     nnUNetTrainerUNETR_Tiny_5epochs,
-    nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring,
+    nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring,
 )
 
 __all__ = [
@@ -25,13 +25,13 @@ __all__ = [
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_Tiny",
-    "nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring",
+    "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
     "nnUNetTrainerSCD_Tiny_5epochs",
     "nnUNetTrainerSCD_Tiny_keep0p5",
     "nnUNetTrainerSCD_keep0p1",
     "nnUNetTrainerSCD_keep0p5",
     "nnUNetTrainerUNETR",
     "nnUNetTrainerUNETR_Tiny",
-    "nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring",
+    "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETR_Tiny_5epochs",
 ]

@@ -31,14 +31,14 @@ __all__ = [
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_Tiny",
-    "nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring",
+    "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
     "nnUNetTrainerSCD_Tiny_5epochs",
     "nnUNetTrainerSCD_Tiny_keep0p5",
     "nnUNetTrainerSCD_keep0p1",
     "nnUNetTrainerSCD_keep0p5",
     "nnUNetTrainerUNETR",
     "nnUNetTrainerUNETR_Tiny",
-    "nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring",
+    "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring",
     "nnUNetTrainerUNETR_Tiny_5epochs",
 ]
 
@@ -298,16 +298,21 @@ class ShortRunRecipe:
 
 
 class _CPUSmoke(ShortRunRecipe):
-    """CPU smoke-test length: 8 epochs of 30 training and 5 validation iterations."""
+    """CPU smoke-test length: 10 epochs of 40 training and 5 validation iterations.
 
-    epochs = 8
-    iterations_per_epoch = 30
+    Not shorter: at 8 epochs of 30 iterations the dense Tiny UNETR learned the liver in only three of
+    four runs on the test phantoms (liver Dice 0.88, 0.90, 0.74 and 0.14), and one CI run ended
+    at Dice 0 for every organ. At 10 x 40 it reached mean Dice 0.23 to 0.33 in all four runs (liver 0.88 to 0.94).
+    """
+
+    epochs = 10
+    iterations_per_epoch = 40
     val_iterations_per_epoch = 5
 
 
-class nnUNetTrainerSCD_Tiny_8epochs_30iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerSCD_Tiny):
     pass
 
 
-class nnUNetTrainerUNETR_Tiny_8epochs_30iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerUNETR_Tiny):
     pass
