@@ -188,6 +188,24 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -
     assert len(decay["params"]) + len(no_decay["params"]) == len(by_id)
 
 
+def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_env: Path) -> None:
+    from nnunet_scd.nnunet import search_trainers as st
+
+    cls = st.nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring
+    trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+    optimizer, scheduler = trainer.configure_optimizers()
+    *weights, masks = optimizer.param_groups
+    mask_names = {n for n, _ in trainer.network.named_parameters() if n.endswith("_mask")}
+    by_id = {id(p): n for n, p in trainer.network.named_parameters()}
+    assert {by_id[id(p)] for p in masks["params"]} == mask_names and len(mask_names) == 2 * 6
+    assert not any(by_id[id(p)] in mask_names for g in weights for p in g["params"])
+    assert masks["weight_decay"] == 0.0 and masks["lr_scale"] == cls.mask_lr_scale == 10.0
+    scheduler.step(3)
+    assert masks["lr"] == pytest.approx(10 * weights[0]["lr"]) and weights[0]["lr"] == pytest.approx(
+        scheduler.lr_at(3))
+
+
 def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [8, 16, 16], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
@@ -214,6 +232,16 @@ def test_warmup_then_poly_schedule_is_stateless_in_the_epoch() -> None:
     assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(scheduler.lr_at(57))
     with pytest.raises(ValueError, match="warmup_epochs"):
         WarmupPolyLRScheduler(torch.optim.AdamW([param], lr=1.0), 1.0, num_epochs=5, warmup_epochs=5)
+
+
+def test_a_group_with_an_lr_scale_follows_the_schedule_at_that_multiple() -> None:
+    weights, masks = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.AdamW([{"params": [weights]}, {"params": [masks], "lr_scale": 10.0}], lr=1.0)
+    scheduler = WarmupPolyLRScheduler(optimizer, 1e-3, num_epochs=12, warmup_epochs=2)
+    for epoch in (0, 5, 11):
+        scheduler.step(epoch)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(scheduler.lr_at(epoch))
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(10 * scheduler.lr_at(epoch))
 
 
 def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,8 @@ def adamw_param_groups(network: torch.nn.Module, weight_decay: float) -> list[di
 class WarmupPolyLRScheduler(LRScheduler):
     """Linear warm-up over ``warmup_epochs``, then poly decay (exponent 0.9) to zero at ``num_epochs``.
 
-    Like nnU-Net's schedulers it is stateless in the epoch: ``step(epoch)`` sets the learning rate
+    A parameter group with an ``lr_scale`` entry gets that multiple of the schedule (the search
+    masks use this). Like nnU-Net's schedulers it is stateless in the epoch: ``step(epoch)`` sets the learning rate
     of that epoch, so a run resumed with ``--c`` continues on the exact same schedule.
 
     Args:
@@ -70,4 +71,4 @@ class WarmupPolyLRScheduler(LRScheduler):
             self.ctr += 1
         lr = self.lr_at(current_step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -10,7 +10,7 @@ from nnunet_scd.search.slicing import masked_blocks
 __all__ = ["mask_penalty", "mask_statistics"]
 
 
-def mask_penalty(network: nn.Module, attn_weight: float = 1e-4, mlp_weight: float = 1e-4) -> torch.Tensor:
+def mask_penalty(network: nn.Module, attn_weight: float = 2e-6, mlp_weight: float = 2e-6) -> torch.Tensor:
     """``attn_weight * sum|head masks| + mlp_weight * sum|neuron masks|`` over all encoder blocks."""
     if attn_weight < 0 or mlp_weight < 0:
         raise ValueError(f"penalty weights must be >= 0, got attn {attn_weight}, mlp {mlp_weight}.")
