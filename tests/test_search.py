@@ -25,6 +25,7 @@ from nnunet_scd.search import (
     masked_blocks,
     slice_blocks,
 )
+from nnunet_scd.search.derive import uniform_heads
 from nnunet_scd.search.measure import encoder_modules
 
 WIDE = dict(TINY, embed_dim=48, num_heads=4)  # head_dim 12, MLP 192
@@ -133,7 +134,8 @@ def _measured_encoder(net: torch.nn.Module) -> tuple[int, int]:
 @pytest.mark.parametrize("keep_ratios", [None, (0.25, 0.25, 0.25)], ids=["dense", "scd"])
 @pytest.mark.parametrize("budget", [0.7, 0.5])
 @pytest.mark.parametrize("late_low", [False, True], ids=["uniform", "late-blocks-low"])
-def test_budget_is_the_measured_share_of_encoder_params_and_flops(keep_ratios, budget, late_low):
+@pytest.mark.parametrize("equal_heads", [False, True], ids=["exact", "equal-heads"])
+def test_budget_is_the_measured_share_of_encoder_params_and_flops(keep_ratios, budget, late_low, equal_heads):
     torch.manual_seed(0)
     net = _tiny_like(keep_ratios)
     full_params, full_flops = _measured_encoder(net)
@@ -144,13 +146,50 @@ def test_budget_is_the_measured_share_of_encoder_params_and_flops(keep_ratios, b
             for depth, block in enumerate(masked_blocks(net)):
                 block.attn.head_mask.mul_(1 - 0.15 * depth)
                 block.mlp.neuron_mask.mul_(1 - 0.15 * depth)
-    slice_blocks(net, derive_keep(net, budget))
+    slice_blocks(net, derive_keep(net, budget, equal_heads))
     params, flops = _measured_encoder(net)
     assert params / full_params <= budget and flops / full_flops <= budget
-    # The largest selection within budget: one of the two is binding (channels are fine-grained).
-    assert max(params / full_params, flops / full_flops) >= budget - 0.01
+    # The largest selection within budget: one of the two is binding. With the exact threshold to
+    # about one channel; equal head widths round each block down by up to heads - 1 channels.
+    assert max(params / full_params, flops / full_flops) >= budget - (0.03 if equal_heads else 0.01)
     if not late_low:  # masks spread evenly over blocks: params and FLOPs fall together
         assert min(params / full_params, flops / full_flops) >= budget - 0.1
+
+
+def test_kept_heads_of_a_block_share_one_width_within_the_budget():
+    torch.manual_seed(1)
+    net = _tiny_like((0.25, 0.25, 0.25))
+    full_params, full_flops = _measured_encoder(net)
+    mask_blocks(net)
+    _randomise_masks(net)
+    keep = derive_keep(net, 0.6)
+    for keep_attn, _ in keep:
+        assert len(set(keep_attn.sum(1)[keep_attn.sum(1) > 0].tolist())) <= 1
+    slice_blocks(net, keep)
+    assert all(len(block.attn.groups) <= 1 for block in net.blocks)  # one attention call per block
+    params, flops = _measured_encoder(net)
+    assert params / full_params <= 0.6 and flops / full_flops <= 0.6
+
+
+def test_uneven_heads_keep_exactly_the_global_threshold():
+    torch.manual_seed(2)
+    net = mask_blocks(_tiny_like((0.25, 0.25, 0.25)))
+    _randomise_masks(net)
+    keep = derive_keep(net, 0.6, equal_heads=False)
+    masks = torch.cat([b.attn.head_mask.detach().flatten() for b in masked_blocks(net)])
+    kept = torch.cat([k.flatten() for k, _ in keep])
+    assert 0 < kept.sum() < kept.numel()
+    assert masks[kept].min() >= masks[~kept].max()
+    assert len({tuple(k.sum(1).tolist()) for k, _ in keep}) > 1
+
+
+def test_uniform_heads_keeps_each_kept_head_s_largest_channels():
+    mask = torch.tensor([[0.9, 0.8, 0.1, 0.7], [0.2, 0.6, 0.5, 0.1], [0.3, 0.3, 0.3, 0.3], [0.1, 0.2, 0.4, 0.9]])
+    keep = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    uniform = uniform_heads(keep, mask)  # 6 channels over 3 kept heads: 2 each, head 2 stays dropped
+    assert uniform.tolist() == [[True, True, False, False], [False, True, True, False], [False] * 4,
+                                [False, False, True, True]]
+    assert not uniform_heads(torch.zeros(4, 4, dtype=torch.bool), mask).any()
 
 
 def test_budget_one_keeps_everything_and_a_budget_below_the_fixed_part_is_refused():

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         result = derive_slim_plans(
             args.dataset, args.configuration, args.fold, args.budget, trainer_name=args.trainer, plans=args.plans,
             checkpoint=args.checkpoint, repeats=args.repeats, rederive=args.rederive,
-            plans_name=args.plans_name,
+            plans_name=args.plans_name, equal_heads=not args.uneven_heads,
         )
     except ValueError as error:
         print(f"nnunet-scd slim: {error}", file=sys.stderr)
@@ -72,7 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "largest masks (one global threshold per type, so widths differ by block) such that the ViT encoder's "
             "parameters and forward FLOPs on one patch are each at most BUDGET x the unsliced encoder's. The cost "
             "model counts the tokens each block sees after token pruning, so cheap late-block channels count "
-            "for little, and the unsliceable patch embedding, position table and norms. Then physically slice "
+            "for little, and the unsliceable patch embedding, position table and norms. The kept heads of a "
+            "block share one width (one attention call per block; --uneven-heads keeps the exact threshold "
+            "instead). Then physically slice "
             "the Linear layers and write <plans>_slim<B> plans and the sliced weights into nnUNet_preprocessed. "
             "Reports parameters, FLOPs and latency before and after. If the slim plans exist (another fold), "
             "their widths are reused so every fold gets the same architecture."
@@ -90,5 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
     parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per network (default 20)")
     parser.add_argument("--rederive", action="store_true", help="derive new widths even if the slim plans exist")
+    parser.add_argument("--uneven-heads", action="store_true",
+                        help="keep exactly the channels above the global threshold, so heads of a block may differ in "
+                             "width (default: each block's kept heads share one width, one attention call per block)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the widths and costs as JSON")
     parser.set_defaults(run=run)

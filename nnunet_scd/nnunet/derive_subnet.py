@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,16 @@ def _search_trainer(name: str) -> type:
     return trainer
 
 
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file renamed into place, so an interrupted run leaves no half-written file."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def derive_slim_plans(
     dataset: str | int,
     configuration: str,
@@ -74,6 +85,7 @@ def derive_slim_plans(
     repeats: int = 20,
     rederive: bool = False,
     plans_name: str | None = None,
+    equal_heads: bool = True,
 ) -> SlimResult:
     """Slice one fold's search run at ``budget`` and write ``<plans>_slim<budget>`` (or ``plans_name``) plans
     plus weights."""
@@ -125,7 +137,7 @@ def derive_slim_plans(
                 f"{plans_file} was derived from {recorded['search_trainer']}, not {trainer_name}; pass --rederive "
                 "to overwrite it, or --plans-name to write the slim plans of this trainer under another name."
             )
-    keep = fit_keep(network, recorded["blocks"]) if recorded else derive_keep(network, budget)
+    keep = fit_keep(network, recorded["blocks"]) if recorded else derive_keep(network, budget, equal_heads)
 
     x = torch.randn(1, channels, *config_manager.patch_size)
     masked_output = network(x)
@@ -136,7 +148,7 @@ def derive_slim_plans(
     weights_dir = f"{new_id}_sliced_weights"
     (preprocessed / weights_dir).mkdir(parents=True, exist_ok=True)
     weights_file = preprocessed / weights_dir / f"fold_{fold}.pth"
-    torch.save(network.state_dict(), weights_file)
+    _write_atomically(weights_file, lambda tmp: torch.save(network.state_dict(), tmp))
     if not recorded:
         new_plans = json.loads(json.dumps(plans_dict))
         new_plans["plans_name"] = new_id
@@ -144,7 +156,7 @@ def derive_slim_plans(
             "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
             "network": _normalise(trainer.network_kwargs()), "blocks": widths, "weights": weights_dir,
         }
-        plans_file.write_text(json.dumps(new_plans, indent=4))
+        _write_atomically(plans_file, lambda tmp: tmp.write_text(json.dumps(new_plans, indent=4)))
 
     # The same trainer's network without the masks (dense timm blocks): what the search run would have been.
     dense = super(search_trainers._SearchMixin, trainer).build_network_architecture(*args)
