@@ -137,6 +137,13 @@ def test_slim_command_rejects_a_budget_outside_the_unit_interval(capsys: pytest.
     assert "(0, 1]" in capsys.readouterr().err
 
 
+def test_next_step_names_the_matching_slim_trainer():
+    assert slim_command.slim_trainer_for("nnUNetTrainerSCDSearch") == "nnUNetTrainerSCDSlim"
+    short = "nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring"
+    assert slim_command.slim_trainer_for(short) == "nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring"
+    assert slim_command.slim_trainer_for("MyOwnSearchTrainer").startswith("<")
+
+
 def test_mask_distribution_plot_is_written(tmp_path: Path):
     path = plot_mask_distribution(_build(nnUNetTrainerSCDSearch_Tiny, PLANS), tmp_path / "masks.png", "test")
     assert path.stat().st_size > 1000
