@@ -47,11 +47,14 @@ def _ranking(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.sort(flat, descending=True, stable=True).indices
 
 
-def global_keep(masks: Sequence[torch.Tensor], count: int) -> list[torch.Tensor]:
-    """Boolean keep masks, same shapes as ``masks``: the ``count`` largest |values| over all of them."""
+def global_keep(masks: Sequence[torch.Tensor], count: int, ranking: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Boolean keep masks, same shapes as ``masks``: the ``count`` largest |values| over all of them.
+
+    ``ranking``: ``_ranking(masks)`` if already computed.
+    """
     sizes = [m.numel() for m in masks]
     keep = torch.zeros(sum(sizes), dtype=torch.bool)
-    keep[_ranking(masks)[:count]] = True
+    keep[(_ranking(masks) if ranking is None else ranking)[:count]] = True
     return [part.reshape(m.shape) for part, m in zip(keep.split(sizes), masks)]
 
 
@@ -66,12 +69,12 @@ class _RankedType:
 
     def __init__(self, masks: Sequence[torch.Tensor], params: Sequence[int], flops: Sequence[int]) -> None:
         self.masks = list(masks)
-        order = _ranking(self.masks)
+        self.order = _ranking(self.masks)
         per_param = torch.cat([torch.full((m.numel(),), p, dtype=torch.float64) for m, p in zip(masks, params)])
         per_flop = torch.cat([torch.full((m.numel(),), f, dtype=torch.float64) for m, f in zip(masks, flops)])
         zero = torch.zeros(1, dtype=torch.float64)
-        prefix_params = torch.cat([zero, per_param[order].cumsum(0)])  # [k]: cost of the k best channels
-        prefix_flops = torch.cat([zero, per_flop[order].cumsum(0)])
+        prefix_params = torch.cat([zero, per_param[self.order].cumsum(0)])  # [k]: cost of the k best channels
+        prefix_flops = torch.cat([zero, per_flop[self.order].cumsum(0)])
         # Each type gives up the same share of its own cost; params and FLOPs weigh equally, so
         # neither constraint alone decides which of the two types pays.
         self.share = (prefix_params / prefix_params[-1].clamp(min=1) + prefix_flops / prefix_flops[-1].clamp(min=1)) / 2
@@ -82,7 +85,7 @@ class _RankedType:
             count = len(self.share) - 1
         else:
             count = int(torch.searchsorted(self.share, torch.tensor([scale], dtype=torch.float64), right=True)) - 1
-        return global_keep(self.masks, count)
+        return global_keep(self.masks, count, self.order)
 
 
 def uniform_heads(keep_attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
