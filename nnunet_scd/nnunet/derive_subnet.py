@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nnunet_scd.datasets.raw import write_text_atomic
 from nnunet_scd.nnunet import search_trainers
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, _normalise, plans_identifier
 from nnunet_scd.search import (
@@ -64,11 +64,11 @@ def _search_trainer(name: str) -> type:
     return trainer
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file renamed into place, so an interrupted run leaves no half-written file."""
+def _save_atomically(state: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file renamed into place: an interrupted run leaves no half-written file."""
     tmp = path.with_name(f"{path.name}.tmp")
     try:
-        write(tmp)
+        torch.save(state, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -148,7 +148,7 @@ def derive_slim_plans(
     weights_dir = f"{new_id}_sliced_weights"
     (preprocessed / weights_dir).mkdir(parents=True, exist_ok=True)
     weights_file = preprocessed / weights_dir / f"fold_{fold}.pth"
-    _write_atomically(weights_file, lambda tmp: torch.save(network.state_dict(), tmp))
+    _save_atomically(network.state_dict(), weights_file)
     if not recorded:
         new_plans = json.loads(json.dumps(plans_dict))
         new_plans["plans_name"] = new_id
@@ -156,7 +156,7 @@ def derive_slim_plans(
             "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
             "network": _normalise(trainer.network_kwargs()), "blocks": widths, "weights": weights_dir,
         }
-        _write_atomically(plans_file, lambda tmp: tmp.write_text(json.dumps(new_plans, indent=4)))
+        write_text_atomic(json.dumps(new_plans, indent=4), plans_file)
 
     # The same trainer's network without the masks (dense timm blocks): what the search run would have been.
     dense = super(search_trainers._SearchMixin, trainer).build_network_architecture(*args)

@@ -13,6 +13,7 @@ and attention only), for one patch (batch 1) of the network's training size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -37,6 +38,14 @@ class EncoderCost:
     attn_flops: tuple[int, ...]
     mlp_params: tuple[int, ...]
     mlp_flops: tuple[int, ...]
+
+    def of(self, attn_channels: Sequence[int], mlp_neurons: Sequence[int]) -> tuple[int, int]:
+        """(params, FLOPs) of the encoder with these per-block attention channel and MLP neuron counts."""
+        params = self.fixed_params + sum(
+            a * pa + m * pm for a, m, pa, pm in zip(attn_channels, mlp_neurons, self.attn_params, self.mlp_params))
+        flops = self.fixed_flops + sum(
+            a * fa + m * fm for a, m, fa, fm in zip(attn_channels, mlp_neurons, self.attn_flops, self.mlp_flops))
+        return params, flops
 
 
 def block_tokens(network: nn.Module) -> list[int]:

@@ -123,13 +123,7 @@ def _selection(
 
 def _selection_cost(selection: tuple[list[torch.Tensor], list[torch.Tensor]], cost: EncoderCost) -> tuple[int, int]:
     """Encoder params and FLOPs of a selection, by the analytic model."""
-    attn = [int(k.sum()) for k in selection[0]]
-    mlp = [int(k.sum()) for k in selection[1]]
-    params = cost.fixed_params + sum(a * p for a, p in zip(attn, cost.attn_params)) + sum(
-        m * p for m, p in zip(mlp, cost.mlp_params))
-    flops = cost.fixed_flops + sum(a * f for a, f in zip(attn, cost.attn_flops)) + sum(
-        m * f for m, f in zip(mlp, cost.mlp_flops))
-    return params, flops
+    return cost.of([int(k.sum()) for k in selection[0]], [int(k.sum()) for k in selection[1]])
 
 
 def derive_keep(
