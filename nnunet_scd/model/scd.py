@@ -13,8 +13,9 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from nnunet_scd.model.guidance import foreground_guidance_loss, token_foreground
 from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
-from nnunet_scd.model.stp import SAMPLERS, SoftTopKPruning
+from nnunet_scd.model.stp import SAMPLERS, RandomTokenPruning, SoftTopKPruning
 from nnunet_scd.model.tokens import scatter_tokens
 from nnunet_scd.model.unetr import UNETRDecoder
 from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
@@ -23,6 +24,7 @@ __all__ = ["SCDNet"]
 
 COMPLETIONS = {"mta": MultiLayerTokenAssembly, "mask": MaskTokenCompletion}
 SKIP_ASSEMBLIES = ("per_depth", "shared")
+TOKEN_SELECTIONS = ("stp", "random")
 
 
 def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequence[float]) -> None:
@@ -64,9 +66,13 @@ class SCDNet(nn.Module):
             (each token at the deepest block it reached); "shared" feeds the completion output to
             every skip, as the authors' code does.
         sampler, tau, sigma, num_samples: the training-time top-k sampler (see ``stp.py``).
+        token_selection: "stp" (learned scorer) or "random" (the ablation: uniform random tokens in
+            training, a seeded random draw at inference).
 
     Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
-    ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept.
+    ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept, and
+    ``scorer_logits`` / ``scored_positions`` the (B, N_s) logits of each STP stage's scorer and the
+    grid positions they score (what ``guidance_loss`` supervises).
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class SCDNet(nn.Module):
         tau: float = 1.0,
         sigma: float = 0.05,
         num_samples: int = 100,
+        token_selection: str = "stp",
     ) -> None:
         super().__init__()
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -107,6 +114,8 @@ class SCDNet(nn.Module):
             raise ValueError(f"skip_assembly must be one of {SKIP_ASSEMBLIES}, got {skip_assembly!r}.")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+        if token_selection not in TOKEN_SELECTIONS:
+            raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}.")
         self.input_channels = input_channels
         self.skip_depths = (depth // 4, depth // 2, 3 * depth // 4)
         self.skip_assembly = skip_assembly
@@ -128,7 +137,9 @@ class SCDNet(nn.Module):
             _check_schedule(depth, tuple(prune_after), tuple(keep_ratios))
             self.prune_after = tuple(int(b) for b in prune_after)
             self.pruning = nn.ModuleList(
-                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples) for r in keep_ratios
+                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples)
+                if token_selection == "stp" else RandomTokenPruning(r, seed=stage)
+                for stage, r in enumerate(keep_ratios)
             )
             self.completion = COMPLETIONS[completion](
                 self.token_grid,
@@ -140,7 +151,12 @@ class SCDNet(nn.Module):
             )
         self.decoder = UNETRDecoder(input_channels, num_classes, embed_dim, self.token_size, feature_size)
         self.kept_indices: list[torch.Tensor] = []
+        self.scorer_logits: list[torch.Tensor] = []
+        self.scored_positions: list[torch.Tensor] = []
         self.apply(_init_transformer_weights)
+        for stage in self.pruning:  # the scorers keep their own initialisation (see TokenScorer)
+            if isinstance(stage, SoftTopKPruning):
+                stage.scorer.reset_parameters()
 
     @property
     def is_sparse(self) -> bool:
@@ -149,6 +165,19 @@ class SCDNet(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Embedding tables that weight decay should leave alone."""
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "source_embed", "mask_token"))}
+
+    def guidance_loss(self, foreground: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Foreground guidance of the scorers for the last forward pass (see ``guidance.py``).
+
+        Args:
+            foreground: (B, *S) bool, voxels of any foreground class in the input patch.
+            valid: (B, *S) bool, annotated voxels (None: all); tokens without any do not count.
+
+        Returns a scalar, zero when no scorer ran (dense or random pruning).
+        """
+        tokens_fg = token_foreground(foreground, self.token_size)
+        tokens_valid = None if valid is None else token_foreground(valid, self.token_size)
+        return foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_fg, tokens_valid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -171,7 +200,7 @@ class SCDNet(nn.Module):
         positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
         # Tokens that left the encoder at each stage, with their grid positions.
         left, left_positions = [], []
-        hidden_skips, kept_indices = [], []
+        hidden_skips, kept_indices, scorer_logits, scored_positions = [], [], [], []
         stages = iter(zip(self.prune_after, self.pruning))
         next_stage = next(stages, None)
         for depth, block in enumerate(self.blocks, start=1):
@@ -179,7 +208,11 @@ class SCDNet(nn.Module):
             if depth in self.skip_depths and self.skip_assembly == "per_depth":
                 hidden_skips.append(scatter_tokens([*left, tokens], [*left_positions, positions], num_tokens))
             if next_stage is not None and depth == next_stage[0]:
-                tokens, positions, pruned, pruned_positions = next_stage[1](tokens, positions)
+                scored = positions
+                tokens, positions, pruned, pruned_positions, logits = next_stage[1](tokens, positions)
+                if logits is not None:
+                    scorer_logits.append(logits)
+                    scored_positions.append(scored)
                 left.append(pruned)
                 left_positions.append(pruned_positions)
                 kept_indices.append(positions.detach())
@@ -188,6 +221,7 @@ class SCDNet(nn.Module):
         if self.skip_assembly == "shared":
             hidden_skips = [completed] * len(self.skip_depths)
         self.kept_indices = kept_indices
+        self.scorer_logits, self.scored_positions = scorer_logits, scored_positions
         return self.decoder(x, completed, hidden_skips, grid)
 
     def _check_input(self, x: torch.Tensor) -> None:

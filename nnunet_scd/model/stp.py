@@ -4,10 +4,15 @@ Training selects tokens with a perturbed top-k and lets gradients reach the scor
 straight-through mask: kept tokens are multiplied by the mask and pruned tokens by one minus it,
 both of value one in the forward pass. Inference uses a deterministic top-k. Selection is always
 by index, so later blocks really see fewer tokens.
+
+The scorer and the sampler run in fp32 even under autocast: the straight-through gradients they
+receive are small, and fp16 would flush them to zero. ``RandomTokenPruning`` is the ablation with
+the same interface and no scorer.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -19,6 +24,7 @@ from nnunet_scd.model.tokens import gather_tokens
 __all__ = [
     "SAMPLERS",
     "PrunedTokens",
+    "RandomTokenPruning",
     "SoftTopKPruning",
     "TokenScorer",
     "gaussian_perturbed_topk",
@@ -58,12 +64,29 @@ class TokenScorer(nn.Module):
             nn.GELU(),
             nn.Linear(dim // 4, 1),
         )
+        self.reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linear layers with zero bias.
+
+        Not the ViT's std-0.02 initialisation: through four linear layers at that scale the scores, and
+        the gradient back to the first layer, shrink by about three orders of magnitude, and the scorer
+        barely moves in a short training.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N): the scores before the log-sigmoid, i.e. log-odds of keeping each token."""
         h = self.in_proj(x)
         local, global_ = h.split([self.local_dim, h.shape[-1] - self.local_dim], dim=-1)
         global_ = global_.mean(dim=1, keepdim=True).expand_as(global_)
-        return F.logsigmoid(self.head(torch.cat([local, global_], dim=-1))).squeeze(-1)
+        return self.head(torch.cat([local, global_], dim=-1)).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.logsigmoid(self.logits(x))
 
 
 def _descending_order(values: torch.Tensor) -> torch.Tensor:
@@ -133,6 +156,18 @@ class PrunedTokens(NamedTuple):
     kept_positions: torch.Tensor  # (B, K)
     pruned: torch.Tensor  # (B, N - K, D)
     pruned_positions: torch.Tensor  # (B, N - K)
+    logits: torch.Tensor | None = None  # (B, N) scorer log-odds of every input token; None without a scorer
+
+
+def _full_precision(device: torch.device):
+    # autocast only exists for real devices; on 'meta' (FLOP counting) there is nothing to switch off.
+    return torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else nullcontext()
+
+
+def _split(x: torch.Tensor, positions: torch.Tensor, order: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    keep, drop = order[:, :k], order[:, k:]
+    return (gather_tokens(x, keep), torch.gather(positions, 1, keep),
+            gather_tokens(x, drop), torch.gather(positions, 1, drop))
 
 
 class SoftTopKPruning(nn.Module):
@@ -171,19 +206,48 @@ class SoftTopKPruning(nn.Module):
         self.scorer = TokenScorer(dim)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> PrunedTokens:
-        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions."""
+        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions, and the scorer's logits."""
         k = keep_count(x.shape[1], self.keep_ratio)
-        scores = self.scorer(x)
-        if not self.training:
-            order = _descending_order(scores)
-        elif self.sampler == "gumbel":
-            order, mask = gumbel_soft_topk(scores, k, self.tau)
-        else:
-            order, mask = gaussian_perturbed_topk(scores, k, self.sigma, self.num_samples)
-        keep, drop = order[:, :k], order[:, k:]
-        kept, pruned = gather_tokens(x, keep), gather_tokens(x, drop)
+        with _full_precision(x.device):
+            logits = self.scorer.logits(x.float())
+            scores = F.logsigmoid(logits)
+            if not self.training:
+                order = _descending_order(scores)
+            elif self.sampler == "gumbel":
+                order, mask = gumbel_soft_topk(scores, k, self.tau)
+            else:
+                order, mask = gaussian_perturbed_topk(scores, k, self.sigma, self.num_samples)
+        kept, kept_positions, pruned, pruned_positions = _split(x, positions, order, k)
         if self.training:
             # Forward values are exactly one; the backward pass carries the scorer's gradient.
-            kept = kept * torch.gather(mask, 1, keep).unsqueeze(-1)
-            pruned = pruned * (1.0 - torch.gather(mask, 1, drop)).unsqueeze(-1)
-        return PrunedTokens(kept, torch.gather(positions, 1, keep), pruned, torch.gather(positions, 1, drop))
+            mask = mask.to(x.dtype)
+            kept = kept * torch.gather(mask, 1, order[:, :k]).unsqueeze(-1)
+            pruned = pruned * (1.0 - torch.gather(mask, 1, order[:, k:])).unsqueeze(-1)
+        return PrunedTokens(kept, kept_positions, pruned, pruned_positions, logits)
+
+
+class RandomTokenPruning(nn.Module):
+    """The ablation of STP: keep ``keep_count(N, keep_ratio)`` tokens chosen uniformly at random.
+
+    A fresh draw at every training step; in eval mode a draw from a generator seeded with ``seed`` at
+    every call, so predictions are reproducible and overlapping sliding-window tiles agree.
+
+    Args:
+        keep_ratio: fraction of the remaining tokens kept, in (0, 1].
+        seed: seed of the inference-time draw.
+    """
+
+    def __init__(self, keep_ratio: float, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
+        self.keep_ratio = keep_ratio
+        self.seed = seed
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> PrunedTokens:
+        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions (no logits)."""
+        generator = None
+        if not self.training and x.device.type != "meta":  # a meta tensor (FLOP counting) has no values to draw
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        noise = torch.rand(x.shape[:2], device=x.device, generator=generator)
+        return PrunedTokens(*_split(x, positions, _descending_order(noise), keep_count(x.shape[1], self.keep_ratio)))

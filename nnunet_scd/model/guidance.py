@@ -1,0 +1,81 @@
+"""Foreground guidance for the token scorer, and the enrichment that measures token selection.
+
+The task loss reaches STP's scorer only through the straight-through mask, a signal too weak and
+too noisy to rank tokens (gradients of about 1e-12, uncorrelated with a token's real effect on the
+loss). Foreground guidance, an extension beyond the paper, gives the scorer a direct target: each
+scored token should predict whether its cell of the patch holds any foreground voxel. The scorer's
+logit is then the log-odds of that, which is also what the top-k ranks by.
+
+Enrichment measures the result: P(token holds foreground | kept) / P(token holds foreground) over
+the whole token grid. Random pruning gives 1; keeping only foreground tokens gives up to
+1 / (fraction kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["enrichment", "enrichment_counts", "foreground_guidance_loss", "token_foreground"]
+
+
+def token_foreground(voxels: torch.Tensor, token_size: Sequence[int]) -> torch.Tensor:
+    """Which token cells hold a true voxel: (B, *S) bool -> (B, N) bool, in the tokens' C order."""
+    ndim = len(token_size)
+    if voxels.ndim != ndim + 1:
+        raise ValueError(f"expected a (B, *S) mask with {ndim} spatial axes, got shape {tuple(voxels.shape)}.")
+    pool = F.max_pool3d if ndim == 3 else F.max_pool2d
+    cells = pool(voxels[:, None].float(), kernel_size=tuple(token_size), stride=tuple(token_size))
+    return cells.flatten(1) > 0
+
+
+def foreground_guidance_loss(
+    logits: Sequence[torch.Tensor],
+    positions: Sequence[torch.Tensor],
+    foreground: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy of each stage's scorer logits against the foreground of the tokens it scored.
+
+    Args:
+        logits: per stage, (B, N_s) scorer logits.
+        positions: per stage, (B, N_s) grid positions of the scored tokens.
+        foreground: (B, N) bool, the token holds foreground (``token_foreground``).
+        valid: (B, N) bool, the token holds any annotated voxel; others (all ignore label) do not count.
+
+    Returns the mean over stages of the mean over counted tokens, a scalar (zero without stages).
+    """
+    if not logits:
+        return foreground.new_zeros((), dtype=torch.float32)
+    losses = []
+    for stage_logits, stage_positions in zip(logits, positions, strict=True):
+        target = torch.gather(foreground, 1, stage_positions).to(stage_logits.dtype)
+        weight = None if valid is None else torch.gather(valid, 1, stage_positions).to(stage_logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(stage_logits, target, weight=weight, reduction="sum")
+        losses.append(loss / (stage_logits.numel() if weight is None else weight.sum().clamp_min(1.0)))
+    return torch.stack(losses).mean()
+
+
+def enrichment_counts(kept: Sequence[torch.Tensor], foreground: torch.Tensor) -> torch.Tensor:
+    """Counts from which enrichment is pooled over batches: (S, 4) float64 per stage.
+
+    Columns: kept tokens that hold foreground, kept tokens, grid tokens that hold foreground, grid
+    tokens. Enrichment is ``(c[:, 0] / c[:, 1]) / (c[:, 2] / c[:, 3])`` of the summed counts.
+
+    Args:
+        kept: per stage, (B, K_s) grid positions kept (``SCDNet.kept_indices``).
+        foreground: (B, N) bool (``token_foreground``).
+    """
+    fg_total, total = float(foreground.sum()), float(foreground.numel())
+    rows = [[float(torch.gather(foreground, 1, k.to(foreground.device)).sum()), float(k.numel()), fg_total, total]
+            for k in kept]
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(kept), 4)
+
+
+def enrichment(counts: torch.Tensor) -> list[float]:
+    """Per-stage enrichment from (S, 4) counts summed over batches; nan where no token held foreground."""
+    kept_rate = counts[:, 0] / counts[:, 1].clamp_min(1)
+    base_rate = counts[:, 2] / counts[:, 3].clamp_min(1)
+    return [float(k / b) if b > 0 else float("nan") for k, b in zip(kept_rate, base_rate)]
