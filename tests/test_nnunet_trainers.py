@@ -266,3 +266,86 @@ def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monk
     checkpoint = torch.load(target, weights_only=False)
     assert checkpoint["current_epoch"] == 1
     trainer.network.load_state_dict(checkpoint["network_weights"])
+
+
+def test_random_pruning_and_no_guidance_trainers_change_only_their_one_thing() -> None:
+    base = tr.nnUNetTrainerSCD_Tiny.network_kwargs()
+    assert base["token_selection"] == "stp" and tr.nnUNetTrainerSCD_Tiny.guidance_weight == 1.0
+    assert tr.nnUNetTrainerSCD_RandomPruning_Tiny.network_kwargs() == {**base, "token_selection": "random"}
+    assert tr.nnUNetTrainerSCD_NoGuidance_Tiny.network_kwargs() == base
+    assert tr.nnUNetTrainerSCD_NoGuidance_Tiny.guidance_weight == 0.0
+    for name in ("nnUNetTrainerSCD_Tiny_keep0p1_360iters", "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters"):
+        cls = getattr(tr, name)
+        assert cls.keep_ratios == (0.1, 0.1, 0.1) and cls.epochs * cls.iterations_per_epoch == 360
+        assert (cls.lr, cls.warmup_fraction) == (tr.nnUNetTrainerSCD.lr, tr.nnUNetTrainerSCD.warmup_fraction)
+
+
+def test_foreground_masks_follow_labels_ignore_label_and_regions() -> None:
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from nnunet_scd.nnunet.token_diagnostics import foreground_masks
+
+    labels = torch.tensor([0, 1, 2, 3]).reshape(1, 1, 4)
+    fg, valid = foreground_masks(labels, LabelManager({"background": 0, "a": 1, "b": 2, "c": 3}, None))
+    assert fg.tolist() == [[False, True, True, True]] and valid is None
+    fg, valid = foreground_masks(labels, LabelManager({"background": 0, "a": 1, "b": 2, "ignore": 3}, None))
+    assert fg.tolist() == [[False, True, True, False]] and valid.tolist() == [[True, True, True, False]]
+    regions = torch.tensor([[[0, 1, 1, 0], [0, 0, 1, 0]]])  # two region channels
+    fg, valid = foreground_masks(regions, LabelManager({"background": 0, "whole": (1, 2), "core": 2}, [1, 2]))
+    assert fg.tolist() == [[False, True, True, False]] and valid is None
+
+
+def _trainer_with_network(cls: type):
+    trainer = make_trainer(cls, [8, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    trainer.loss = trainer._build_loss()
+    return trainer
+
+
+def _batch() -> dict:
+    target = torch.zeros(2, 1, 8, 32, 32)
+    target[:, :, 2:6, 4:20, 8:24] = 1.0
+    target[:, :, 4:6, 20:28, 8:16] = 2.0
+    return {"data": torch.randn(2, 1, 8, 32, 32) + target, "target": target}
+
+
+def test_train_step_adds_guidance_and_reports_scorer_gradients(nnunet_env: Path) -> None:
+    guided = _trainer_with_network(tr.nnUNetTrainerSCD_Tiny)
+    out = guided.train_step(_batch())
+    assert len(out["scorer_grad_ratio"]) == 3 and (out["scorer_grad_ratio"] > 0).all()
+    assert 0 < float(out["guidance_loss"]) < 5
+    unguided = _trainer_with_network(tr.nnUNetTrainerSCD_NoGuidance_Tiny)
+    out_unguided = unguided.train_step(_batch())
+    assert "guidance_loss" not in out_unguided
+    # The task loss alone hardly reaches the scorer; guidance gives it a gradient of its own.
+    assert out["scorer_grad_ratio"][0] > 10 * out_unguided["scorer_grad_ratio"][0]
+    random = _trainer_with_network(tr.nnUNetTrainerSCD_RandomPruning_Tiny)
+    assert set(random.train_step(_batch())) == {"loss"}
+
+
+@pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerSCD_RandomPruning_Tiny])
+def test_each_epoch_logs_and_plots_the_kept_tokens_enrichment(nnunet_env: Path, cls: type) -> None:
+    trainer = _trainer_with_network(cls)
+    trainer.on_train_epoch_end([trainer.train_step(_batch())])
+    trainer.on_validation_epoch_start()
+    outputs = [trainer.validation_step(_batch()) for _ in range(2)]
+    assert all(o["token_counts"].shape == (3, 4) for o in outputs)
+    trainer.on_validation_epoch_end(outputs)
+    logged = trainer.logger.local_logger.my_fantastic_logging
+    assert len(logged["stp_enrichment"]) == len(logged["mean_fg_dice"]) == 1
+    assert len(logged["stp_enrichment"][0]) == 3 and all(e >= 0 for e in logged["stp_enrichment"][0])
+    assert ("scorer_grad_ratio" in logged) == (cls is tr.nnUNetTrainerSCD_Tiny)
+    assert (Path(trainer.output_folder) / "token_selection.png").stat().st_size > 10_000
+    assert not list(Path(trainer.output_folder).glob("*.tmp.png"))
+    assert "STP foreground enrichment of kept tokens" in Path(trainer.log_file).read_text()
+
+
+def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:
+    trainer = _trainer_with_network(tr.nnUNetTrainerUNETR_Tiny)
+    assert set(trainer.train_step(_batch())) == {"loss"}
+    trainer.on_validation_epoch_start()
+    out = trainer.validation_step(_batch())
+    assert "token_counts" not in out
+    trainer.on_validation_epoch_end([out])
+    assert "stp_enrichment" not in trainer.logger.local_logger.my_fantastic_logging

@@ -23,6 +23,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
+from nnunet_scd.nnunet.token_diagnostics import bare_network
 from nnunet_scd.nnunet.trainers import (
     ShortRunRecipe,
     nnUNetTrainerSCD,
@@ -64,11 +65,6 @@ __all__ = [
     "nnUNetTrainerUNETRSlim_Tiny_5epochs",
     "nnUNetTrainerUNETR_Tiny_24epochs_25iters_lr1e3_NoMirroring",
 ]
-
-
-def _bare(network: nn.Module) -> nn.Module:
-    network = getattr(network, "module", network)  # DDP
-    return getattr(network, "_orig_mod", network)  # torch.compile
 
 
 class _PenalisedLoss:
@@ -117,7 +113,8 @@ class _SearchMixin:
     def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
         optimizer, scheduler = super().configure_optimizers()
         # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
-        masks = {id(p) for b in masked_blocks(_bare(self.network)) for p in (b.attn.head_mask, b.mlp.neuron_mask)}
+        blocks = masked_blocks(bare_network(self.network))
+        masks = {id(p) for b in blocks for p in (b.attn.head_mask, b.mlp.neuron_mask)}
         mask_params = []
         for group in optimizer.param_groups:
             mask_params += [p for p in group["params"] if id(p) in masks]
@@ -133,7 +130,7 @@ class _SearchMixin:
         return optimizer, scheduler
 
     def _build_loss(self):  # noqa: ANN202 - nnU-Net's signature
-        return _PenalisedLoss(super()._build_loss(), _bare(self.network), self.attn_penalty, self.mlp_penalty)
+        return _PenalisedLoss(super()._build_loss(), bare_network(self.network), self.attn_penalty, self.mlp_penalty)
 
     def on_epoch_end(self) -> None:
         if self.local_rank == 0:
@@ -141,7 +138,7 @@ class _SearchMixin:
         super().on_epoch_end()
 
     def _log_masks(self) -> None:
-        stats = mask_statistics(_bare(self.network))
+        stats = mask_statistics(bare_network(self.network))
         for i, row in enumerate(stats):
             self.print_to_log_file(
                 f"masks block {i}: attn mean {row['attn_mean']:.3f} [{row['attn_min']:.3f}, {row['attn_max']:.3f}] "
@@ -152,7 +149,8 @@ class _SearchMixin:
         try:
             from nnunet_scd.search.plot import plot_mask_distribution
 
-            plot_mask_distribution(_bare(self.network), os.path.join(self.output_folder, "mask_distribution.png"),
+            plot_mask_distribution(bare_network(self.network),
+                                   os.path.join(self.output_folder, "mask_distribution.png"),
                                    title=f"{self.__class__.__name__}, epoch {self.current_epoch}")
         except Exception as error:  # a failed plot must never stop a training run
             self.print_to_log_file(f"mask distribution plot failed: {error}")
@@ -187,7 +185,7 @@ class _SlimMixin:
         if fresh:  # a checkpoint loaded later (--c, validation) overrides these weights, as it should
             record = slim_record(self.configuration_manager.configuration)
             path = sliced_weights_file(self.preprocessed_dataset_folder_base, record, self.fold)
-            network = _bare(self.network)
+            network = bare_network(self.network)
             target = network.network if isinstance(network, WithPixelClassifier) else network
             load_sliced_state(target, torch.load(path, map_location=self.device, weights_only=True), str(path))
             self.print_to_log_file(

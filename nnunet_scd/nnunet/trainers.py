@@ -14,24 +14,43 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import autocast, nn
 
+from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
 from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
+from nnunet_scd.nnunet.token_diagnostics import (
+    bare_network,
+    foreground_masks,
+    plot_token_selection,
+    scd_network,
+    scorer_grad_ratios,
+)
 
 __all__ = [
     "VIT_SIZES",
+    "NoTestTimeMirroring",
     "ShortRunRecipe",
+    "Shipped360Iterations",
     "ViTSize",
     "nnUNetTrainerSCD",
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
+    "nnUNetTrainerSCD_NoGuidance",
+    "nnUNetTrainerSCD_NoGuidance_Tiny",
+    "nnUNetTrainerSCD_RandomPruning",
+    "nnUNetTrainerSCD_RandomPruning_Tiny",
+    "nnUNetTrainerSCD_RandomPruning_Tiny_360iters",
+    "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters",
     "nnUNetTrainerSCD_Tiny",
     "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
+    "nnUNetTrainerSCD_Tiny_360iters",
+    "nnUNetTrainerSCD_Tiny_keep0p1_360iters",
     "nnUNetTrainerSCD_Tiny_5epochs",
     "nnUNetTrainerSCD_Tiny_keep0p5",
     "nnUNetTrainerSCD_keep0p1",
@@ -69,15 +88,23 @@ VIT_SIZES: dict[str, ViTSize] = {
 
 
 class nnUNetTrainerSCD(nnUNetTrainer):
-    """SCD, the paper recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
+    """SCD, our recommended recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
     Multi-layer Token Assembly, UNETR decoder; AdamW with warm-up then poly decay, gradient clipping 1,
     no deep supervision (as nnU-Net's Primus). AMP on CUDA comes from nnU-Net's own GradScaler/autocast.
+
+    Beyond the paper, the STP scorers are trained with foreground guidance (``guidance_weight``; see
+    ``nnunet_scd.model.guidance``): the straight-through gradient alone leaves the scorer at random-pruning
+    quality. Each epoch logs and plots (``token_selection.png``) the kept tokens' foreground enrichment on
+    the validation batches and the scorer's gradient norm relative to the rest of the network.
     """
 
     # --- network (read by build_network_architecture, so prediction rebuilds the same net) ---
     vit_size: str = "B"
     keep_ratios: tuple[float, ...] | None = (0.25, 0.25, 0.25)
     completion: str = "mta"
+    token_selection: str = "stp"  # "random": the ablation that tells whether STP learns
+    # --- foreground guidance of the scorers: weight of their BCE next to nnU-Net's loss (0: the paper's STP) ---
+    guidance_weight: float = 1.0
     token_base: int = 8  # token size along the finest axis; coarser spacing gets finer tokens
     token_size: tuple[int, ...] | None = None  # set to force one token size on every configuration
     max_tokens: int | None = 4096  # coarsen anisotropic tokens (up to token_base) beyond this many tokens
@@ -142,6 +169,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
             **size,
             "keep_ratios": None if cls.keep_ratios is None else tuple(cls.keep_ratios),
             "completion": cls.completion,
+            "token_selection": cls.token_selection,
         }
 
     @classmethod
@@ -175,8 +203,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
-        network = self.network.module if self.is_ddp else self.network
-        network = getattr(network, "_orig_mod", network)  # torch.compile wrapper
+        network = bare_network(self.network)
         optimizer = torch.optim.AdamW(
             adamw_param_groups(network, self.weight_decay),
             lr=self.initial_lr,
@@ -196,20 +223,80 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        network = scd_network(self.network)
         # Autocast only on CUDA, as nnU-Net does: on CPU it is slow and on MPS unsupported.
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.loss(self.network(data), target)
+            guidance = network.guidance_loss(*foreground_masks(target, self.label_manager)) \
+                if self.guidance_weight and network.scorer_logits else None
+        total = loss if guidance is None else loss + self.guidance_weight * guidance
         if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.scale(total).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+        else:
+            total.backward()
+        grad_ratios = scorer_grad_ratios(network)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+        if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
             self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
+        # 'loss' stays nnU-Net's task loss, so progress.png compares with stock trainers and with val loss.
+        out = {"loss": loss.detach().cpu().numpy()}
+        if grad_ratios:
+            out["scorer_grad_ratio"] = np.array(grad_ratios)
+        if guidance is not None:
+            out["guidance_loss"] = guidance.detach().cpu().numpy()
+        return out
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        ratios = [o.pop("scorer_grad_ratio") for o in train_outputs if "scorer_grad_ratio" in o]
+        guidance = [o.pop("guidance_loss") for o in train_outputs if "guidance_loss" in o]
+        super().on_train_epoch_end(train_outputs)
+        if ratios:
+            mean_ratios = np.mean(ratios, axis=0).tolist()
+            self._log_token_selection("scorer_grad_ratio", mean_ratios)
+            self.print_to_log_file(
+                "STP scorer grad norm / rest of network, per stage: " + ", ".join(f"{r:.2e}" for r in mean_ratios)
+                + (f"; foreground guidance loss {np.mean(guidance):.4f}" if guidance else "")
+            )
+
+    # ------------------------------------------------------------------ token-selection diagnostics
+    def validation_step(self, batch: dict) -> dict:
+        # Before nnU-Net's step, which zeroes ignore-label voxels of the target in place.
+        foreground, _ = foreground_masks(batch["target"], self.label_manager)
+        out = super().validation_step(batch)
+        kept = scd_network(self.network).kept_indices
+        if kept:
+            tokens_fg = token_foreground(foreground, scd_network(self.network).token_size)
+            out["token_counts"] = enrichment_counts(kept, tokens_fg).numpy()
+        return out
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        counts = [o.pop("token_counts") for o in val_outputs if "token_counts" in o]
+        super().on_validation_epoch_end(val_outputs)
+        if not counts:
+            return
+        per_stage = enrichment(torch.from_numpy(np.sum(counts, axis=0)))
+        self._log_token_selection("stp_enrichment", per_stage)
+        self.print_to_log_file(
+            "STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: "
+            + ", ".join(f"{e:.2f}" for e in per_stage)
+        )
+        if self.local_rank == 0:
+            try:
+                plot_token_selection(self.logger.local_logger.my_fantastic_logging,
+                                     os.path.join(self.output_folder, "token_selection.png"),
+                                     title=f"{self.__class__.__name__}: STP token selection")
+            except Exception as error:  # a failed plot must never stop a training run
+                self.print_to_log_file(f"token selection plot failed: {error}")
+
+    def _log_token_selection(self, key: str, value: list[float]) -> None:
+        # nnU-Net plots progress.png up to the shortest logged list, so a key that a checkpoint from an older
+        # version lacks starts padded to the current epoch.
+        self.logger.local_logger.my_fantastic_logging.setdefault(key, [None] * self.current_epoch)
+        self.logger.log(key, value, self.current_epoch)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filename: str) -> None:
@@ -241,6 +328,18 @@ class nnUNetTrainerSCD_MIM(nnUNetTrainerSCD):
     completion = "mask"
 
 
+class nnUNetTrainerSCD_RandomPruning(nnUNetTrainerSCD):
+    """The ablation of STP: the same network and keep ratios, tokens drawn uniformly at random (seeded at inference)."""
+
+    token_selection = "random"
+
+
+class nnUNetTrainerSCD_NoGuidance(nnUNetTrainerSCD):
+    """STP as the paper trains it: the scorer learns only from the task loss's straight-through gradient."""
+
+    guidance_weight = 0.0
+
+
 class nnUNetTrainerSCD_keep0p5(nnUNetTrainerSCD):
     keep_ratios = (0.5, 0.5, 0.5)
 
@@ -263,6 +362,14 @@ class nnUNetTrainerSCD_MIM_Tiny(nnUNetTrainerSCD_MIM):
     vit_size = "Tiny"
 
 
+class nnUNetTrainerSCD_RandomPruning_Tiny(nnUNetTrainerSCD_RandomPruning):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_NoGuidance_Tiny(nnUNetTrainerSCD_NoGuidance):
+    vit_size = "Tiny"
+
+
 class nnUNetTrainerSCD_Tiny_keep0p5(nnUNetTrainerSCD_Tiny):
     keep_ratios = (0.5, 0.5, 0.5)
 
@@ -277,24 +384,40 @@ class nnUNetTrainerUNETR_Tiny_5epochs(nnUNetTrainerUNETR_Tiny):
     checkpoint_every = 1
 
 
-class ShortRunRecipe:
+class NoTestTimeMirroring:
+    """Mixin: no mirroring at inference, as nnU-Net's NoMirroring (8x fewer forward passes in validation and
+    prediction)."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+
+class ShortRunRecipe(NoTestTimeMirroring):
     """Mixin for runs of a few hundred iterations on CPU (smoke tests, the demo).
 
     lr 1e-3 after a warm-up of 1/8 of the epochs, because 60 iterations at the recipe's 3e-4 left
     the dense Tiny UNETR at chance level on the phantoms (liver Dice 0.00, vs 0.62 at 1e-3), and 80
     iterations at 1e-3 without warm-up still let one SCD run collapse to background. A checkpoint
-    every epoch, so that a killed run loses at most one epoch, and no mirroring at inference
-    (nnU-Net's NoMirroring: 8x fewer forward passes in validation and prediction).
+    every epoch, so that a killed run loses at most one epoch, and no test-time mirroring.
     """
 
     lr = 1e-3
     warmup_fraction = 0.125
     checkpoint_every = 1
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
+
+class Shipped360Iterations(NoTestTimeMirroring):
+    """Mixin: the shipped recipe unchanged (lr, warm-up share, poly decay), shortened to 12 epochs x 30 iterations.
+
+    The length of the STP ablation study in the README: short enough for a CPU, long enough for the
+    scorer's foreground enrichment to settle. No test-time mirroring, to keep the final validation short.
+    """
+
+    epochs = 12
+    iterations_per_epoch = 30
+    val_iterations_per_epoch = 5
 
 
 class _CPUSmoke(ShortRunRecipe):
@@ -316,3 +439,20 @@ class nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNet
 
 class nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerUNETR_Tiny):
     pass
+
+
+# The STP ablation study (README): STP with foreground guidance against random pruning, at keep 0.25 and 0.1.
+class nnUNetTrainerSCD_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_RandomPruning_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_RandomPruning_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_Tiny_keep0p1_360iters(nnUNetTrainerSCD_Tiny_360iters):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters(nnUNetTrainerSCD_RandomPruning_Tiny_360iters):
+    keep_ratios = (0.1, 0.1, 0.1)
