@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "nnunet_scd.commands.convert_btcv",
     "nnunet_scd.commands.bench",
     "nnunet_scd.commands.slim",
+    "nnunet_scd.commands.tokens",
     "nnunet_scd.commands.env",
 )
 

@@ -8,13 +8,13 @@ may be shared and timings drift.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from nnunet_scd.nnunet.predictor import load_predictor
 
 __all__ = [
     "count_flops",
@@ -58,21 +58,6 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int
             fn()
             seconds[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in seconds.items()}
-
-
-def load_predictor(model_folder: Path, fold: int):
-    """nnU-Net's predictor for a trained fold on the CPU, without mirroring (as the demo predicts)."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=False, device=torch.device("cpu"),
-                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its trainer-class search
-        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,),
-                                                       checkpoint_name="checkpoint_final.pth")
-    predictor.network.eval()
-    return predictor
 
 
 def time_inference(predictors: dict[str, object], images: Iterable[Path], repeats: int = 2) -> dict[str, dict]:

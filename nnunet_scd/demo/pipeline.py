@@ -40,6 +40,7 @@ def token_figure(ws: Workspace, predictor, case: str, path: Path) -> Path:
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     from nnunet_scd.demo.plots import plot_token_overlay, token_boxes, tokens_on_slice
+    from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
 
     raw = ws.raw / ws.dataset_folder_name
     io = SimpleITKIO()
@@ -64,8 +65,11 @@ def token_figure(ws: Workspace, predictor, case: str, path: Path) -> Path:
     boxes = [tokens_on_slice(token_boxes(k[0].cpu().numpy(), network.token_grid, network.token_size), z)
              for k in network.kept_indices]
     kept = [k.shape[1] for k in network.kept_indices]
+    fg = token_foreground(torch.from_numpy(seg_crop[None] > 0), network.token_size)
+    stage_enrichment = enrichment(enrichment_counts(network.kept_indices, fg))
     title = (f"{case}, patch {'x'.join(map(str, patch))}, slice z={z}: tokens kept by STP per stage "
-             f"({' -> '.join(map(str, kept))} of {int(np.prod(network.token_grid))} in the patch)")
+             f"({' -> '.join(map(str, kept))} of {int(np.prod(network.token_grid))} in the patch)\nforeground "
+             f"enrichment in this patch {' / '.join(f'{e:.2f}' for e in stage_enrichment)} (random pruning = 1)")
     return plot_token_overlay(crop[0, z], seg_crop[z], boxes, network.token_grid, network.token_size, path, title,
                               num_labels=len(predictor.dataset_json["labels"]))
 
@@ -85,6 +89,7 @@ def segmentation_figure(ws: Workspace, case: str, labels: dict[str, int], path: 
 def measure(ws: Workspace, images: Path, predictors: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Parameters, forward FLOPs per patch, epoch times and inference times for each model."""
     from nnunet_scd.demo.measure import count_flops, count_parameters, epoch_times, time_inference
+    from nnunet_scd.nnunet.token_selection import fold_token_selection
 
     timings = time_inference(predictors, sorted(images.glob("*.nii.gz")))
     out: dict[str, dict[str, Any]] = {}
@@ -94,6 +99,9 @@ def measure(ws: Workspace, images: Path, predictors: dict[str, Any]) -> dict[str
                      "parameters": count_parameters(network),
                      "flops": count_flops(network, (1, network.input_channels, *network.patch_size)),
                      **timings[name]}
+        if network.is_sparse:
+            selection = fold_token_selection(ws.fold_dir(trainer).parent, ws.config.fold)
+            out[name]["enrichment"] = list(selection.enrichment)
     return out
 
 

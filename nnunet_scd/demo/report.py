@@ -45,7 +45,8 @@ def build_table(summaries: Mapping[str, Mapping], measurements: Mapping[str, Map
 
     ``summaries`` and ``measurements`` are keyed by model display name; the first is the sparse model,
     the second the dense one. ``measurements`` holds ``trainer``, ``epoch_seconds`` (list),
-    ``seconds_per_volume``, ``seconds_per_patch``, ``parameters``, ``flops``.
+    ``seconds_per_volume``, ``seconds_per_patch``, ``parameters``, ``flops`` and, for a sparse model,
+    ``enrichment``: the kept tokens' foreground enrichment per pruning stage on the validation cases.
     """
     models = []
     for name, summary in summaries.items():
@@ -64,6 +65,7 @@ def build_table(summaries: Mapping[str, Mapping], measurements: Mapping[str, Map
             "patches_per_second": 1.0 / m["seconds_per_patch"],
             "parameters": m["parameters"],
             "gflops_per_patch": m["flops"] / 1e9,
+            "token_enrichment": m.get("enrichment"),
         })
     table: dict[str, Any] = {"models": models, "chance_dice": chance_dice(next(iter(summaries.values())), labels)}
     if len(models) == 2:
@@ -106,6 +108,10 @@ def table_to_markdown(table: Mapping[str, Any]) -> str:
     row("network s / patch", [_fmt(m["seconds_per_patch"], ".3f") for m in models], "seconds_per_patch")
     row("parameters (M)", [_fmt(m["parameters"] / 1e6, ".2f") for m in models])
     row("GFLOPs / patch (forward)", [_fmt(m["gflops_per_patch"], ".2f") for m in models], "gflops_per_patch")
+    if any(m.get("token_enrichment") for m in models):
+        row("kept-token foreground enrichment per stage (random = 1)",
+            [" / ".join(_fmt(e, ".2f") for e in m["token_enrichment"]) if m.get("token_enrichment") else "all kept"
+             for m in models])
     lines.append("")
     lines.append(f"Chance level (random labels at the true class frequencies): mean Dice {table['chance_dice']:.3f}.")
     for key, value in table.get("notes", {}).items():
