@@ -90,3 +90,15 @@ def test_guided_scorer_learns_to_keep_the_cells_the_target_depends_on():
 def test_random_pruning_keeps_the_cells_only_at_chance():
     # 16 of 64 kept: the expected recall of any fixed set of cells is 0.25.
     assert known_cells_recall(ScorerCandidate("random", token_selection="random", guidance_weight=0.0), steps=1) < 0.5
+
+
+def test_a_network_with_a_pending_graph_can_still_be_copied():
+    import copy
+
+    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), **TINY)
+    net(torch.randn(1, 1, 16, 32, 32))
+    assert len(net.scorer_logits) == 3 and net.scorer_logits[0].requires_grad
+    clone = copy.deepcopy(net)
+    assert clone.scorer_logits == [] and len(net.scorer_logits) == 3
+    torch.testing.assert_close(clone.state_dict()["pruning.0.scorer.head.4.weight"],
+                               net.state_dict()["pruning.0.scorer.head.4.weight"])

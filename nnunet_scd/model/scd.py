@@ -158,6 +158,13 @@ class SCDNet(nn.Module):
             if isinstance(stage, SoftTopKPruning):
                 stage.scorer.reset_parameters()
 
+    def __getstate__(self) -> dict:
+        # The last forward's scorer logits belong to its autograd graph, which cannot be copied or pickled;
+        # a deep copy (FLOP counting) or a pickled module starts without them.
+        state = self.__dict__.copy()
+        state["scorer_logits"], state["scored_positions"] = [], []
+        return state
+
     @property
     def is_sparse(self) -> bool:
         return self.completion is not None
