@@ -226,3 +226,22 @@ def test_find_best_configuration_and_postprocessing(env: dict[str, str], trained
         "-pp_pkl_file", str(pkl), "-np", "1", "-plans_json", best["some_plans_file"],
         "-dataset_json", str(Path(best["some_plans_file"]).parent / "dataset.json"))
     assert len(list(target.glob("*.nii.gz"))) == len(list(validation.glob("*.nii.gz")))
+
+
+def test_token_selection_is_logged_plotted_and_reported_on_held_out_cases(env: dict[str, str], trained: dict,
+                                                                           tmp_path: Path) -> None:
+    for configuration in ("3d_fullres", "2d"):
+        fold = results_dir(env, SCD, configuration) / "fold_0"
+        assert (fold / "token_selection.png").stat().st_size > 10_000
+        assert "STP foreground enrichment of kept tokens" in "".join(
+            p.read_text() for p in fold.glob("training_log_*.txt"))
+    report = tmp_path / "tokens.json"
+    out = run(env, "nnunet-scd", "tokens", "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr", SCD, "-f", "0",
+              "--json", str(report))
+    assert "Mean ± sd over folds" in out
+    (row,) = json.loads(report.read_text())["trainers"][SCD]
+    # Random pruning gives 1; the guided scorer, trained 400 iterations, keeps foreground well above that.
+    assert row["cases"] == 2 and row["tiles"] >= 2 and len(row["enrichment"]) == 3
+    assert row["enrichment"][0] > 1.2, row
+    assert row["dice"] == pytest.approx(dice_scores(results_dir(env, SCD, "3d_fullres") / "fold_0" / "validation"
+                                                     / "summary.json")[0])
