@@ -86,18 +86,23 @@ def make_batch(config: BenchConfig, device: torch.device, seed: int = 0) -> tupl
 class Runner:
     """One network with its AdamW optimizer; ``train_step`` and ``infer_step`` are what gets timed.
 
-    ``train_step``: forward in train mode, cross-entropy on the labels, backward, AdamW step.
+    ``train_step``: forward in train mode, cross-entropy on the labels plus ``guidance_weight`` x the STP
+    scorers' foreground guidance (as the SCD trainers train; nothing for a dense net), backward, AdamW step.
     ``infer_step``: forward in eval mode under ``torch.inference_mode``.
     """
 
-    def __init__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> None:
+    def __init__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                 guidance_weight: float = 1.0) -> None:
         self.net, self.x, self.y, self.device = net, x, y, device
+        self.guidance_weight = guidance_weight
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
 
     def train_step(self) -> None:
         self.net.train()
         with autocast(self.device):
             loss = F.cross_entropy(self.net(self.x), self.y)
+            if self.guidance_weight and self.net.scorer_logits:
+                loss = loss + self.guidance_weight * self.net.guidance_loss(self.y > 0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
