@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"nnunet-scd tokens: {error}", file=sys.stderr)
         return 2
     report: dict[str, list[dict]] = {}
-    print(f"{'trainer':<56}{'fold':>5}{'kept per stage':>20}{'enrichment per stage':>26}{'Dice':>8}")
+    print(f"{'trainer':<56}{'fold':>5}{'kept per stage':>20}{'fg tokens':>10}{'enrichment per stage':>26}"
+          f"{'Dice':>8}")
     for trainer in args.trainers:
         folder = get_output_folder(dataset, trainer, args.plans, args.configuration)
         rows = report.setdefault(trainer, [])
@@ -44,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
             rows.append(result.__dict__)
             dice = "n/a" if result.dice is None else f"{result.dice:.3f}"
             print(f"{trainer:<56}{fold:>5}{'/'.join(map(str, result.kept_per_stage)):>20}"
-                  f"{' '.join(f'{e:.2f}' for e in result.enrichment):>26}{dice:>8}")
+                  f"{result.foreground_share:>10.1%}{' '.join(f'{e:.2f}' for e in result.enrichment):>26}{dice:>8}")
     print("\nMean ± sd over folds (random pruning has enrichment 1; keeping only foreground tokens gives up to "
-          "1 / fraction kept):")
+          "1 / fraction kept, and at most 1 / share of foreground tokens):")
     for trainer, rows in report.items():
         stages = len(rows[0]["enrichment"])
         per_stage = "; ".join(f"stage {s + 1} {_mean_sd([r['enrichment'][s] for r in rows])}" for s in range(stages))

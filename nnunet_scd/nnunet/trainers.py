@@ -255,7 +255,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         guidance = [o.pop("guidance_loss") for o in train_outputs if "guidance_loss" in o]
         super().on_train_epoch_end(train_outputs)
         if ratios:
-            mean_ratios = np.mean(ratios, axis=0).tolist()
+            mean_ratios = np.nanmean(ratios, axis=0).tolist()  # an AMP step that overflowed has no finite ratio
             self._log_token_selection("scorer_grad_ratio", mean_ratios)
             self.print_to_log_file(
                 "STP scorer grad norm / rest of network, per stage: " + ", ".join(f"{r:.2e}" for r in mean_ratios)
