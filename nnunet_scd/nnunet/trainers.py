@@ -267,10 +267,10 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         # Before nnU-Net's step, which zeroes ignore-label voxels of the target in place.
         foreground, _ = foreground_masks(batch["target"], self.label_manager)
         out = super().validation_step(batch)
-        kept = scd_network(self.network).kept_indices
-        if kept:
-            tokens_fg = token_foreground(foreground, scd_network(self.network).token_size)
-            out["token_counts"] = enrichment_counts(kept, tokens_fg).numpy()
+        network = scd_network(self.network)
+        if network.kept_indices:
+            tokens_fg = token_foreground(foreground, network.token_size)
+            out["token_counts"] = enrichment_counts(network.kept_indices, tokens_fg).numpy()
         return out
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
