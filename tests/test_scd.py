@@ -20,12 +20,12 @@ def test_logits_have_the_input_spatial_size(patch_size, token_size, keep_ratios)
     assert net(x).shape == (2, 3, *patch_size)
 
 
-@pytest.mark.parametrize("completion", ["mta", "mask"])
-@pytest.mark.parametrize("skip_assembly", ["per_depth", "shared"])
+@pytest.mark.parametrize("completion, skip_assembly", [("mta", "per_depth"), ("mta", "shared"), ("mask", "shared")])
 @pytest.mark.parametrize("sampler", ["gumbel", "gaussian"])
-def test_every_sparse_variant_trains(completion, skip_assembly, sampler):
+@pytest.mark.parametrize("pooled_bottleneck", [False, True])
+def test_every_sparse_variant_trains(completion, skip_assembly, sampler, pooled_bottleneck):
     net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion=completion, skip_assembly=skip_assembly,
-                 sampler=sampler, keep_ratios=(0.5, 0.5, 0.5), **TINY)
+                 sampler=sampler, keep_ratios=(0.5, 0.5, 0.5), pooled_bottleneck=pooled_bottleneck, **TINY)
     out = net(torch.randn(2, 1, 16, 32, 32))
     out.square().mean().backward()
     assert out.shape == (2, 2, 16, 32, 32)
@@ -88,6 +88,72 @@ def test_dense_network_is_a_plain_unetr_computation():
     expected = net.decoder(x, net.norm(tokens), [hidden[0], hidden[1], hidden[2]], net.token_grid)
     with torch.no_grad():
         assert torch.equal(net(x), expected)
+
+
+def _replace_pruned_tokens(net: SCDNet, value: float) -> None:
+    """Every pruning stage hands on its pruned tokens as a constant (instance attribute over the class forward)."""
+
+    def constant_pruned(prune):
+        def forward(tokens, positions):
+            kept, kept_positions, pruned, *rest = prune(tokens, positions)
+            return kept, kept_positions, torch.full_like(pruned, value), *rest
+        return forward
+
+    for stage in net.pruning:
+        stage.forward = constant_pruned(stage.forward)
+
+
+@pytest.mark.parametrize("pooled_bottleneck", [False, True])
+def test_no_pruned_token_reaches_the_output_of_the_mim_baseline(pooled_bottleneck):
+    x = torch.randn(2, 1, 16, 32, 32)
+    moved = {}
+    for completion in ("mask", "mta"):
+        net = SCDNet(1, 3, (16, 32, 32), (4, 8, 8), completion=completion, pooled_bottleneck=pooled_bottleneck,
+                     **TINY).eval()
+        with torch.no_grad():
+            reference = net(x)
+            _replace_pruned_tokens(net, 3.0)
+            moved[completion] = (net(x) - reference).abs().max().item()
+    assert moved["mask"] == 0.0  # the MIM baseline: last kept tokens and the mask token only
+    assert moved["mta"] > 1e-3  # the same check sees MTA's pruned tokens, so it can fail
+
+
+def test_mim_baseline_refuses_per_depth_skips_that_would_leak_pruned_tokens():
+    assert SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask", **TINY).skip_assembly == "shared"
+    assert SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY).skip_assembly == "per_depth"
+    with pytest.raises(ValueError, match="MIM baseline"):
+        SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask", skip_assembly="per_depth", **TINY)
+
+
+def test_skips_are_the_outputs_of_blocks_3_6_9_of_12():
+    # UNETR's z3, z6, z9 (1-based block outputs), which are also where SCD prunes; MONAI indexes blocks 4, 7, 10.
+    # (With keep ratio 1 the sparse net feeds the same skips: test_keep_ratio_one_feeds_the_decoder_...)
+    net = SCDNet(1, 2, (16, 16, 16), (8, 8, 8), keep_ratios=None, embed_dim=16, depth=12, num_heads=2).eval()
+    outputs, skips = {}, []
+    for i, block in enumerate(net.blocks, start=1):
+        block.register_forward_hook(lambda m, args, out, i=i: outputs.__setitem__(i, out))
+    net.decoder.register_forward_hook(lambda m, args, out: skips.extend(args[2]))
+    with torch.no_grad():
+        net(torch.randn(1, 1, 16, 16, 16))
+    assert net.skip_depths == (3, 6, 9) and len(skips) == 3
+    for skip, depth in zip(skips, (3, 6, 9)):
+        assert torch.equal(skip, outputs[depth]), depth
+
+
+def test_pooled_bottleneck_is_the_authors_x8_decoder():
+    net = SCDNet(1, 2, (32, 32, 32), (8, 8, 8), pooled_bottleneck=True, **TINY).eval()  # 4^3 tokens
+    plain = SCDNet(1, 2, (32, 32, 32), (8, 8, 8), **TINY)
+    assert (len(net.decoder.decoders), len(plain.decoder.decoders)) == (4, 3)
+    seen = []
+    net.decoder.decoders[-1].register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
+    (bottleneck, top), = seen
+    assert bottleneck[2:] == (2, 2, 2) and top[2:] == (4, 4, 4)  # half the token grid, then back to it
+    # An odd axis is not pooled, and a two-token axis is averaged pairwise.
+    odd = SCDNet(1, 2, (40, 16, 32), (8, 8, 8), pooled_bottleneck=True, **TINY)
+    assert odd.decoder.pool_strides == (1, 2, 2)
+    assert odd(torch.randn(1, 1, 40, 16, 32)).shape == (1, 2, 40, 16, 32)
 
 
 def test_keep_ratio_one_feeds_the_decoder_the_dense_hidden_states():
@@ -158,6 +224,8 @@ def test_state_dict_keys_do_not_depend_on_mode():
         (dict(embed_dim=30, num_heads=4), "not divisible by num_heads"),
         (dict(depth=3, prune_after=(1, 2)), "depth must be at least 4"),
         (dict(completion="linear"), "completion must be one of"),
+        (dict(skip_assembly="all"), "skip_assembly must be one of"),
+        (dict(completion="mask", skip_assembly="per_depth"), "per-depth skips would hand it the pruned tokens"),
         (dict(token_size=(4, 8, 6), patch_size=(16, 32, 36)), "power-of-two"),
     ],
 )

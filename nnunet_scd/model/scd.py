@@ -62,9 +62,14 @@ class SCDNet(nn.Module):
         completion_dim, completion_depth, completion_heads: the completion transformer
             (defaults: width ``embed_dim``, 1 block, ``num_heads`` heads, as in the published runs).
         feature_size: UNETR decoder channels at full resolution.
-        skip_assembly: "per_depth" builds each decoder skip from the tokens that exist at its depth
-            (each token at the deepest block it reached); "shared" feeds the completion output to
-            every skip, as the authors' code does.
+        pooled_bottleneck: the authors' x8 decoder: the completed tokens are average-pooled to half
+            the token grid and a fourth up-block climbs back (see ``unetr.py``); False: UNETR's
+            bottleneck at the token grid.
+        skip_assembly: how the sparse network feeds the decoder's hidden-state skips. "per_depth"
+            builds each skip from the tokens that exist at its depth (each token at the deepest
+            block it reached); "shared" feeds the completed tokens to every skip, as the authors'
+            code does. None (default): "per_depth" with MTA; "shared" with the mask baseline, whose
+            decoder may see nothing but the completed tokens, so "per_depth" is refused there.
         sampler, tau, sigma, num_samples: the training-time top-k sampler (see ``stp.py``).
         token_selection: "stp" (learned scorer) or "random" (the ablation: uniform random tokens in
             training, a seeded random draw at inference).
@@ -93,7 +98,8 @@ class SCDNet(nn.Module):
         completion_depth: int = 1,
         completion_heads: int | None = None,
         feature_size: int = 16,
-        skip_assembly: str = "per_depth",
+        pooled_bottleneck: bool = False,
+        skip_assembly: str | None = None,
         sampler: str = "gumbel",
         tau: float = 1.0,
         sigma: float = 0.05,
@@ -110,13 +116,15 @@ class SCDNet(nn.Module):
             raise ValueError(f"depth must be at least 4 (UNETR takes skips at depth/4, /2, 3/4), got {depth}.")
         if completion not in COMPLETIONS:
             raise ValueError(f"completion must be one of {tuple(COMPLETIONS)}, got {completion!r}.")
-        if skip_assembly not in SKIP_ASSEMBLIES:
-            raise ValueError(f"skip_assembly must be one of {SKIP_ASSEMBLIES}, got {skip_assembly!r}.")
+        skip_assembly = _resolve_skip_assembly(skip_assembly, completion)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if token_selection not in TOKEN_SELECTIONS:
             raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}.")
         self.input_channels = input_channels
+        # The outputs of blocks d/4, d/2 and 3d/4 (1-based: 3/6/9 of 12), UNETR's z3, z6, z9, which are also the
+        # pruning points, so each per-depth skip is the last full view before a stage removes tokens. MONAI's UNETR
+        # indexes hidden_states_out[3/6/9], the outputs of blocks 4/7/10.
         self.skip_depths = (depth // 4, depth // 2, 3 * depth // 4)
         self.skip_assembly = skip_assembly
 
@@ -149,7 +157,11 @@ class SCDNet(nn.Module):
                 depth=completion_depth,
                 num_heads=completion_heads or num_heads,
             )
-        self.decoder = UNETRDecoder(input_channels, num_classes, embed_dim, self.token_size, feature_size)
+        # The pooled bottleneck halves every even axis of the token grid; an odd axis is left unpooled.
+        pool_strides = tuple(2 if g % 2 == 0 else 1 for g in self.token_grid) if pooled_bottleneck else None
+        self.decoder = UNETRDecoder(
+            input_channels, num_classes, embed_dim, self.token_size, feature_size, pool_strides=pool_strides
+        )
         self.kept_indices: list[torch.Tensor] = []
         self.scorer_logits: list[torch.Tensor] = []
         self.scored_positions: list[torch.Tensor] = []
@@ -172,6 +184,15 @@ class SCDNet(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Embedding tables that weight decay should leave alone."""
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "source_embed", "mask_token"))}
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter layers for timm's layer-wise lr decay (``param_groups_layer_decay``).
+
+        The embeddings are layer 0 and block i is layer i + 1; everything after the encoder (final
+        norm, scorers, completion, decoder) is unmatched, so it is the last layer and keeps the full
+        learning rate, as in BEiT and the SCD authors' code.
+        """
+        return {"stem": r"^patch_embed|^pos_embed", "blocks": r"^blocks\.(\d+)"}
 
     def guidance_loss(self, foreground: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Foreground guidance of the scorers for the last forward pass (see ``guidance.py``).
@@ -243,6 +264,19 @@ class SCDNet(nn.Module):
                 f"SCDNet was built for {self.input_channels} input channel(s) but the input has {x.shape[1]}; "
                 "check that every image has the channels the plans expect."
             )
+
+
+def _resolve_skip_assembly(skip_assembly: str | None, completion: str) -> str:
+    if skip_assembly is None:
+        return "shared" if completion == "mask" else "per_depth"
+    if skip_assembly not in SKIP_ASSEMBLIES:
+        raise ValueError(f"skip_assembly must be one of {SKIP_ASSEMBLIES} or None, got {skip_assembly!r}.")
+    if completion == "mask" and skip_assembly == "per_depth":
+        raise ValueError(
+            "completion='mask' is the MIM baseline, whose decoder sees only the final kept tokens and the mask token; "
+            "per-depth skips would hand it the pruned tokens. Use skip_assembly='shared' (or None)."
+        )
+    return skip_assembly
 
 
 def _init_transformer_weights(module: nn.Module) -> None:

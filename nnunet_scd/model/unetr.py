@@ -4,6 +4,11 @@ The decoder climbs from the token grid (level L, with 2**L the largest token siz
 (level 0) one factor of two at a time; an axis with a smaller token size stops doubling once it
 has reached full resolution, so anisotropic tokens such as 4x16x16 just work.
 
+With ``pool_strides`` the bottleneck starts one level below the token grid (level L + 1): the
+bottleneck tokens are average-pooled (kernel 3, stride 2) and a fourth up-block climbs back, as
+in the SCD authors' x8 decoder (``UNETRx8_decoderv2``) for 8^3 tokens. The skip at the token grid
+then gets its own residual conv block instead of being fused into the bottleneck.
+
 Skip wiring, as in UNETR: the raw image feeds level 0 (``encoder1``); the hidden states from
 depth d/4, d/2 and 3d/4 feed levels 1, 2 and 3 (``encoder2..4``), each brought up from the token
 grid by transposed convolutions. With 16^3 tokens (L = 4) this is exactly UNETR. With 8^3 tokens
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ResidualConvBlock", "UNETRDecoder", "tokens_to_feature_map"]
@@ -107,6 +114,8 @@ class UNETRDecoder(nn.Module):
         token_size: per-axis token size, powers of two.
         feature_size: channels at full resolution; level l has feature_size * 2**l.
         num_hidden_skips: hidden-state skips (3 in UNETR), shallow to deep.
+        pool_strides: None for UNETR's bottleneck at the token grid; per-axis strides (2, or 1 for
+            an axis that is not pooled) for the average-pooled bottleneck one level below it.
 
     Shapes: image (B, C, *S), bottleneck (B, N, D), skips [(B, N, D)] -> (B, num_classes, *S).
     """
@@ -119,6 +128,7 @@ class UNETRDecoder(nn.Module):
         token_size: Sequence[int],
         feature_size: int = 16,
         num_hidden_skips: int = 3,
+        pool_strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         token_size = tuple(int(t) for t in token_size)
@@ -135,20 +145,32 @@ class UNETRDecoder(nn.Module):
         skips_at = [self.skip_levels.count(lv) for lv in range(levels + 1)]
 
         self.encoder1 = ResidualConvBlock(ndim, in_channels, channels[0])
+        self.pool_strides = None if pool_strides is None else tuple(int(s) for s in pool_strides)
+        if self.pool_strides is not None:
+            if len(self.pool_strides) != ndim or any(s not in (1, 2) for s in self.pool_strides):
+                raise ValueError(f"pool_strides must be 1 or 2 per axis ({ndim} axes), got {pool_strides}.")
+            # The token-grid skip is a feature map of its own below the grid, so it gets a conv block.
+            top_skip = partial(ResidualConvBlock, ndim, embed_dim, channels[levels])
+            self.bottleneck = nn.Identity()  # the pooling has no parameters; see _pool_bottleneck
+            top_channels, up_strides = embed_dim, [*up_strides, self.pool_strides]
+        else:
+            top_skip = nn.Identity
+            if skips_at[levels]:
+                self.bottleneck = ResidualConvBlock(ndim, embed_dim * (1 + skips_at[levels]), channels[levels])
+                top_channels = channels[levels]
+            else:
+                self.bottleneck = nn.Identity()
+                top_channels = embed_dim
         self.hidden_skip_proj = nn.ModuleList(
-            nn.Identity() if lv == levels else _TokenUpsampler(ndim, embed_dim, channels[lv], up_strides[lv:][::-1])
+            top_skip() if lv == levels else _TokenUpsampler(ndim, embed_dim, channels[lv], up_strides[lv:levels][::-1])
             for lv in self.skip_levels
         )
-        if skips_at[levels]:
-            self.bottleneck = ResidualConvBlock(ndim, embed_dim * (1 + skips_at[levels]), channels[levels])
-            top_channels = channels[levels]
-        else:
-            self.bottleneck = nn.Identity()
-            top_channels = embed_dim
+        # decoders[l] climbs from level l + 1 to level l and fuses the skips of level l.
+        num_up = len(up_strides)
         self.decoders = nn.ModuleList(
-            _UpBlock(ndim, top_channels if lv == levels - 1 else channels[lv + 1], channels[lv], up_strides[lv],
+            _UpBlock(ndim, top_channels if lv == num_up - 1 else channels[lv + 1], channels[lv], up_strides[lv],
                      skips_at[lv] + (lv == 0))
-            for lv in range(levels)
+            for lv in range(num_up)
         )
         conv, _, _ = _layers(ndim)
         self.out = conv(channels[0], num_classes, kernel_size=1)
@@ -162,8 +184,22 @@ class UNETRDecoder(nn.Module):
         for tokens, proj, lv in zip(hidden_skips, self.hidden_skip_proj, self.skip_levels):
             skips_by_level[lv].append(proj(tokens_to_feature_map(tokens, grid)))
         x = tokens_to_feature_map(bottleneck, grid)
-        if skips_by_level[levels]:
+        if self.pool_strides is not None:
+            if any(g % s for g, s in zip(grid, self.pool_strides)):
+                raise ValueError(
+                    f"the pooled bottleneck halves the token grid along the axes with pool stride 2 "
+                    f"{self.pool_strides}, so those axes need an even grid; got {tuple(grid)}."
+                )
+            x = self._pool_bottleneck(x)
+        elif skips_by_level[levels]:
             x = self.bottleneck(torch.cat([x, *skips_by_level[levels]], dim=1))
-        for lv in reversed(range(levels)):
+        for lv in reversed(range(len(self.decoders))):
             x = self.decoders[lv](x, skips_by_level[lv])
         return self.out(x)
+
+    def _pool_bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        # Kernel 3, stride 2, padding 1 as in the authors' decoder; an axis of 2 tokens (too short for kernel 3)
+        # is averaged pairwise, and an unpooled axis is left alone.
+        kernel = tuple(3 if s == 2 and g >= 3 else s for s, g in zip(self.pool_strides, x.shape[2:]))
+        pool = F.avg_pool3d if x.ndim == 5 else F.avg_pool2d
+        return pool(x, kernel, stride=self.pool_strides, padding=tuple(int(k == 3) for k in kernel))
