@@ -138,10 +138,12 @@ def test_variants_change_only_what_their_name_says() -> None:
     base = tr.nnUNetTrainerSCD.network_kwargs()
     assert (base["embed_dim"], base["depth"], base["num_heads"]) == (768, 12, 12)
     assert base["prune_after"] == (3, 6, 9) and base["keep_ratios"] == (0.25, 0.25, 0.25)
-    assert base["completion"] == "mta"
+    assert base["completion"] == "mta" and base["skip_assembly"] is None and not base["pooled_bottleneck"]
     expected = {
         "nnUNetTrainerUNETR": {"keep_ratios": None},
         "nnUNetTrainerSCD_MIM": {"completion": "mask"},
+        "nnUNetTrainerSCD_SharedSkips": {"skip_assembly": "shared"},
+        "nnUNetTrainerSCD_Zhou2023Recipe": {"drop_path_rate": 0.1},  # ViT-B's already; the recipe is the optimiser
         "nnUNetTrainerSCD_keep0p5": {"keep_ratios": (0.5, 0.5, 0.5)},
         "nnUNetTrainerSCD_keep0p1": {"keep_ratios": (0.1, 0.1, 0.1)},
     }
@@ -179,8 +181,10 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -
     optimizer, scheduler = trainer.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW) and isinstance(scheduler, WarmupPolyLRScheduler)
     assert optimizer.defaults["betas"] == (0.9, 0.95)
-    decay, no_decay = optimizer.param_groups
+    assert len(optimizer.param_groups) == 2
+    decay, no_decay = sorted(optimizer.param_groups, key=lambda g: -g["weight_decay"])
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(g.get("lr_scale", 1.0) == 1.0 for g in optimizer.param_groups)  # no layer-wise decay in our recipe
     by_id = {id(p): n for n, p in trainer.network.named_parameters()}
     undecayed = {by_id[id(p)] for p in no_decay["params"]}
     assert any(n.endswith("pos_embed") for n in undecayed)
@@ -349,3 +353,103 @@ def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:
     assert "token_counts" not in out
     trainer.on_validation_epoch_end([out])
     assert "stp_enrichment" not in trainer.logger.local_logger.my_fantastic_logging
+
+
+def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env: Path) -> None:
+    for cls in (tr.nnUNetTrainerSCD_MIM, tr.nnUNetTrainerSCD_MIM_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny_360iters):
+        trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
+        net = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+        assert net.skip_assembly == "shared" and type(net.completion).__name__ == "MaskTokenCompletion", cls
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    mta = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    assert mta.skip_assembly == "per_depth"
+
+
+def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path) -> None:
+    btcv, brats = tr.nnUNetTrainerSCD_Zhou2023, tr.nnUNetTrainerSCD_Zhou2023_BraTS
+    assert btcv.network_kwargs() == {**tr.nnUNetTrainerSCD.network_kwargs(), "keep_ratios": (0.1, 0.1, 0.1),
+                                     "skip_assembly": "shared", "pooled_bottleneck": True}
+    assert brats.network_kwargs() == {**btcv.network_kwargs(), "keep_ratios": (0.25, 0.25, 0.25)}
+    assert tr.nnUNetTrainerSCD_Zhou2023_Tiny.network_kwargs()["drop_path_rate"] == 0.1
+    for cls in (btcv, brats, tr.nnUNetTrainerSCD_Zhou2023Recipe):
+        assert (cls.betas, cls.wd, cls.layer_decay, cls.lr_schedule, cls.grad_clip) == ((0.9, 0.95), 0.05, 0.75,
+                                                                                        "cosine", None)
+    assert btcv.guidance_weight == 0.0 and tr.nnUNetTrainerSCD_Zhou2023Recipe.guidance_weight == 1.0
+    assert (btcv.warmup_fraction, brats.warmup_fraction) == (0.01, 13 / 533)
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Zhou2023_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    assert trainer.initial_lr == pytest.approx(1.72e-2 * 2 / 256)  # 1.3e-4 at nnU-Net's batch 2, as their README
+    net = build(tr.nnUNetTrainerSCD_Zhou2023_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    assert net.skip_assembly == "shared" and net.decoder.pool_strides is not None and len(net.decoder.decoders) == 4
+
+
+def _layer_of(name: str, depth: int) -> int:
+    """BEiT's layer ids, written out independently of timm: embeddings 0, block i -> i + 1, the rest depth + 1."""
+    if name.startswith(("patch_embed", "pos_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def test_layer_decay_and_cosine_give_each_parameter_its_lr_at_every_epoch(nnunet_env: Path) -> None:
+    import math
+
+    cls = tr.nnUNetTrainerSCD_Zhou2023_Tiny
+    trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+    optimizer, scheduler = trainer.configure_optimizers()
+    depth, peak, warmup = len(trainer.network.blocks), trainer.initial_lr, 10  # warm-up: 1% of 1000 epochs
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(trainer.network.named_parameters())
+    assert len(lr_of) == len(named)
+    for epoch in (0, 9, 10, 500, 999):
+        scheduler.step(epoch)
+        lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        base = peak * (epoch + 1) / warmup if epoch < warmup else \
+            peak * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (1000 - warmup)))
+        for name, param in named.items():
+            expected = base * 0.75 ** (depth + 1 - _layer_of(name, depth))
+            assert lr_of[id(param)] == pytest.approx(expected, rel=1e-9), (epoch, name)
+    # Spot values: halfway through the cosine the decoder has half the peak rate, the first block 0.75^depth of that.
+    scheduler.step(505)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(named["decoder.out.weight"])] == pytest.approx(peak / 2)
+    assert lr_of[id(named["blocks.0.attn.qkv.weight"])] == pytest.approx(peak / 2 * 0.75**depth)
+
+
+def test_layer_decay_needs_a_network_that_names_its_layers() -> None:
+    from nnunet_scd.nnunet.optim import adamw_param_groups
+
+    with pytest.raises(ValueError, match="group_matcher"):
+        adamw_param_groups(torch.nn.Linear(2, 2), 0.05, layer_decay=0.75)
+    with pytest.raises(ValueError, match="layer_decay must be in"):
+        adamw_param_groups(torch.nn.Linear(2, 2), 0.05, layer_decay=1.5)
+
+
+def test_warmup_then_cosine_schedule_reaches_half_at_mid_decay_and_zero_at_the_end() -> None:
+    from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = WarmupCosineLRScheduler(torch.optim.AdamW([param], lr=1.0), 2.0, num_epochs=110, warmup_epochs=10)
+    assert scheduler.lr_at(0) == pytest.approx(0.2) and scheduler.lr_at(9) == pytest.approx(2.0)
+    assert scheduler.lr_at(10) == pytest.approx(2.0) and scheduler.lr_at(60) == pytest.approx(1.0)
+    assert scheduler.lr_at(110) == pytest.approx(0.0, abs=1e-12)
+    lrs = [scheduler.lr_at(e) for e in range(10, 110)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("cls, clips", [(tr.nnUNetTrainerSCD_Zhou2023_Tiny, False), (tr.nnUNetTrainerSCD_Tiny, True)])
+def test_gradients_are_clipped_only_when_the_recipe_says_so(
+    nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type, clips: bool
+) -> None:
+    trainer = make_trainer(cls, [8, 16, 16], [1.0, 1.0, 1.0])
+    trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    trainer.loss = trainer._build_loss()
+    calls = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a) or clip(*a, **k))
+    batch = {"data": torch.randn(2, 1, 8, 16, 16), "target": torch.randint(0, 3, (2, 1, 8, 16, 16)).float()}
+    out = trainer.train_step(batch)
+    assert torch.isfinite(torch.as_tensor(out["loss"])) and bool(calls) == clips
+    assert ("guidance_loss" in out) == (cls.guidance_weight > 0)

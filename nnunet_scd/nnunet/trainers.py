@@ -22,7 +22,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import autocast, nn
 
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
-from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler, adamw_param_groups
+from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.nnunet.token_diagnostics import (
     bare_network,
@@ -33,26 +33,39 @@ from nnunet_scd.nnunet.token_diagnostics import (
 )
 
 __all__ = [
-    "VIT_SIZES",
     "NoTestTimeMirroring",
-    "ShortRunRecipe",
     "Shipped360Iterations",
+    "ShortRunRecipe",
+    "VIT_SIZES",
     "ViTSize",
+    "Zhou2023TrainingRecipe",
     "nnUNetTrainerSCD",
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
+    "nnUNetTrainerSCD_MIM_Tiny_360iters",
     "nnUNetTrainerSCD_NoGuidance",
     "nnUNetTrainerSCD_NoGuidance_Tiny",
     "nnUNetTrainerSCD_RandomPruning",
     "nnUNetTrainerSCD_RandomPruning_Tiny",
     "nnUNetTrainerSCD_RandomPruning_Tiny_360iters",
     "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters",
+    "nnUNetTrainerSCD_SharedSkips",
+    "nnUNetTrainerSCD_SharedSkips_Tiny",
+    "nnUNetTrainerSCD_SharedSkips_Tiny_360iters",
     "nnUNetTrainerSCD_Tiny",
     "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
     "nnUNetTrainerSCD_Tiny_360iters",
-    "nnUNetTrainerSCD_Tiny_keep0p1_360iters",
     "nnUNetTrainerSCD_Tiny_5epochs",
+    "nnUNetTrainerSCD_Tiny_keep0p1_360iters",
     "nnUNetTrainerSCD_Tiny_keep0p5",
+    "nnUNetTrainerSCD_Zhou2023",
+    "nnUNetTrainerSCD_Zhou2023Recipe",
+    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny",
+    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters",
+    "nnUNetTrainerSCD_Zhou2023_BraTS",
+    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny",
+    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters",
+    "nnUNetTrainerSCD_Zhou2023_Tiny",
     "nnUNetTrainerSCD_keep0p1",
     "nnUNetTrainerSCD_keep0p5",
     "nnUNetTrainerUNETR",
@@ -63,6 +76,7 @@ __all__ = [
 
 
 _CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
+LR_SCHEDULES = {"poly": WarmupPolyLRScheduler, "cosine": WarmupCosineLRScheduler}
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,9 @@ class nnUNetTrainerSCD(nnUNetTrainer):
     vit_size: str = "B"
     keep_ratios: tuple[float, ...] | None = (0.25, 0.25, 0.25)
     completion: str = "mta"
+    skip_assembly: str | None = None  # SCDNet's default: per-depth skips with MTA, shared with the MIM baseline
+    pooled_bottleneck: bool = False  # True: the authors' x8 decoder
+    drop_path_rate: float | None = None  # None: the ViT size's
     token_selection: str = "stp"  # "random": the ablation that tells whether STP learns
     # --- foreground guidance of the scorers: weight of their BCE next to nnU-Net's loss (0: the paper's STP) ---
     guidance_weight: float = 1.0
@@ -114,10 +131,13 @@ class nnUNetTrainerSCD(nnUNetTrainer):
     val_iterations_per_epoch: int = 50
     checkpoint_every: int = 50
     lr: float = 3e-4
+    lr_per_256_samples: float | None = None  # set: lr = this x batch size / 256 (linear scaling), instead of lr
     betas: tuple[float, float] = (0.9, 0.95)
     wd: float = 0.05
+    layer_decay: float | None = None  # layer-wise lr decay (see optim.adamw_param_groups)
+    lr_schedule: str = "poly"  # after the warm-up: "poly" (nnU-Net, Primus) or "cosine"
     warmup_fraction: float = 0.05  # 50 of 1000 epochs, as Primus
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0  # None: no gradient clipping
 
     def __init__(
         self,
@@ -128,7 +148,11 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         device: torch.device = _CUDA,
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = self.lr
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"{type(self).__name__}.lr_schedule must be one of {tuple(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}.")
+        self.initial_lr = self.lr if self.lr_per_256_samples is None \
+            else self.lr_per_256_samples * self.configuration_manager.batch_size / 256
         self.weight_decay = self.wd
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch
@@ -165,10 +189,14 @@ class nnUNetTrainerSCD(nnUNetTrainer):
     def network_kwargs(cls) -> dict[str, Any]:
         """SCDNet keyword arguments that this trainer class fixes (everything but data geometry)."""
         size = asdict(VIT_SIZES[cls.vit_size])
+        if cls.drop_path_rate is not None:
+            size["drop_path_rate"] = cls.drop_path_rate
         return {
             **size,
             "keep_ratios": None if cls.keep_ratios is None else tuple(cls.keep_ratios),
             "completion": cls.completion,
+            "skip_assembly": cls.skip_assembly,
+            "pooled_bottleneck": cls.pooled_bottleneck,
             "token_selection": cls.token_selection,
         }
 
@@ -205,17 +233,19 @@ class nnUNetTrainerSCD(nnUNetTrainer):
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
         network = bare_network(self.network)
         optimizer = torch.optim.AdamW(
-            adamw_param_groups(network, self.weight_decay),
+            adamw_param_groups(network, self.weight_decay, self.layer_decay),
             lr=self.initial_lr,
             betas=self.betas,
             fused=self.device.type == "cuda",
         )
         warmup = min(max(0, round(self.warmup_fraction * self.num_epochs)), self.num_epochs - 1)
-        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        scheduler = LR_SCHEDULES[self.lr_schedule](optimizer, self.initial_lr, self.num_epochs, warmup)
+        lr_source = "" if self.lr_per_256_samples is None \
+            else f" (= {self.lr_per_256_samples} per 256 samples x batch {self.configuration_manager.batch_size})"
         self.print_to_log_file(
-            f"AdamW lr {self.initial_lr} betas {self.betas} weight decay {self.weight_decay}; "
-            f"{warmup} warm-up epochs then poly decay over {self.num_epochs} epochs; "
-            f"grad clip {self.grad_clip}"
+            f"AdamW lr {self.initial_lr:.4g}{lr_source} betas {self.betas} weight decay {self.weight_decay}; "
+            f"layer-wise lr decay {self.layer_decay}; {warmup} warm-up epochs then {self.lr_schedule} decay over "
+            f"{self.num_epochs} epochs; grad clip {self.grad_clip}"
         )
         return optimizer, scheduler
 
@@ -236,7 +266,8 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         else:
             total.backward()
         grad_ratios = scorer_grad_ratios(network)
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
@@ -323,9 +354,60 @@ class nnUNetTrainerUNETR(nnUNetTrainerSCD):
 
 
 class nnUNetTrainerSCD_MIM(nnUNetTrainerSCD):
-    """Pruned tokens are completed with one learned mask token (the paper's MIM baseline) instead of MTA."""
+    """The paper's MIM baseline instead of MTA: the decoder sees only the final kept tokens, with one learned mask
+    token at every pruned position, through the bottleneck and every skip (SCDNet gives the mask baseline shared
+    skips, so no pruned token reaches the output)."""
 
     completion = "mask"
+
+
+class nnUNetTrainerSCD_SharedSkips(nnUNetTrainerSCD):
+    """The completed tokens feed every decoder skip, as in the authors' code, instead of our per-depth skips."""
+
+    skip_assembly = "shared"
+
+
+class Zhou2023TrainingRecipe:
+    """Mixin: the SCD authors' training recipe (Zhou et al., IPMI 2023; TokenSparse-for-MedSeg README).
+
+    AdamW (0.9, 0.95), weight decay 0.05, lr 1.72e-2 per 256 samples (1.3e-4 at nnU-Net's batch 2), layer-wise lr
+    decay 0.75, linear warm-up over 1% of training (their 50 of 5000 epochs) then cosine decay, drop path 0.1, no
+    gradient clipping. nnU-Net keeps the training length, loss, augmentation and AMP.
+    """
+
+    lr_per_256_samples = 1.72e-2
+    layer_decay = 0.75
+    lr_schedule = "cosine"
+    warmup_fraction = 0.01
+    grad_clip = None
+    drop_path_rate = 0.1
+
+
+class nnUNetTrainerSCD_Zhou2023Recipe(Zhou2023TrainingRecipe, nnUNetTrainerSCD):
+    """Our network with the authors' training recipe instead of ours (see ``Zhou2023TrainingRecipe``)."""
+
+
+class nnUNetTrainerSCD_Zhou2023(Zhou2023TrainingRecipe, nnUNetTrainerSCD):
+    """Reproduces the SCD authors' published BTCV run (Zhou et al., IPMI 2023; TokenSparse-for-MedSeg README).
+
+    Network: ViT-B with 8^3 tokens where the plan allows, keep 0.1 after blocks 3/6/9, MTA (1 block, width 768),
+    the completed tokens fed to every skip, the x8 decoder (average-pooled bottleneck, four up-blocks), and STP
+    trained only by its straight-through gradient (no foreground guidance). Training: their recipe
+    (``Zhou2023TrainingRecipe``). Kept from nnU-Net, so the folds compare with stock nnU-Net: preprocessing, patch,
+    augmentation, DiceCE loss, AMP and 1000 epochs x 250 iterations (their 5000 epochs are not nnU-Net epochs).
+    """
+
+    keep_ratios = (0.1, 0.1, 0.1)
+    skip_assembly = "shared"
+    pooled_bottleneck = True
+    guidance_weight = 0.0
+
+
+class nnUNetTrainerSCD_Zhou2023_BraTS(nnUNetTrainerSCD_Zhou2023):
+    """The authors' MSD BraTS run: keep 0.25 per stage and a warm-up of 13 of 533 epochs; the rest as their BTCV run."""
+
+    keep_ratios = (0.25, 0.25, 0.25)
+    warmup_fraction = 13 / 533
 
 
 class nnUNetTrainerSCD_RandomPruning(nnUNetTrainerSCD):
@@ -363,6 +445,22 @@ class nnUNetTrainerSCD_MIM_Tiny(nnUNetTrainerSCD_MIM):
 
 
 class nnUNetTrainerSCD_RandomPruning_Tiny(nnUNetTrainerSCD_RandomPruning):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_SharedSkips_Tiny(nnUNetTrainerSCD_SharedSkips):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_Zhou2023Recipe_Tiny(nnUNetTrainerSCD_Zhou2023Recipe):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_Zhou2023_Tiny(nnUNetTrainerSCD_Zhou2023):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_Zhou2023_BraTS_Tiny(nnUNetTrainerSCD_Zhou2023_BraTS):
     vit_size = "Tiny"
 
 
@@ -456,3 +554,21 @@ class nnUNetTrainerSCD_Tiny_keep0p1_360iters(nnUNetTrainerSCD_Tiny_360iters):
 
 class nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters(nnUNetTrainerSCD_RandomPruning_Tiny_360iters):
     keep_ratios = (0.1, 0.1, 0.1)
+
+
+# The reproduction study (README): MTA against the faithful MIM baseline, per-depth against shared skips, and our
+# recipe against the authors', at keep 0.25 on the phantoms; nnUNetTrainerSCD_Tiny_360iters is the reference.
+class nnUNetTrainerSCD_MIM_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_MIM_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_SharedSkips_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_SharedSkips_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Zhou2023Recipe_Tiny):
+    pass
+
+
+class nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Zhou2023_BraTS_Tiny):
+    pass
