@@ -4,7 +4,8 @@ One small phantom dataset (3D, anisotropic; also planned as 2d) goes through
 plan+preprocess, training of a shortened SCD trainer (killed mid-epoch, then resumed with --c)
 and a shortened dense UNETR trainer, a 2d SCD training, model export/install, prediction of a
 raw folder with the installed model, evaluation, find_best_configuration (with ensembling and
-postprocessing) and apply_postprocessing. Nothing of nnU-Net is patched: the trainers are found
+postprocessing) and apply_postprocessing; and a training of the authors' reproduction trainer
+(nnUNetTrainerSCD_Zhou2023_BraTS, Tiny). Nothing of nnU-Net is patched: the trainers are found
 through nnUNet_extTrainer.
 """
 
@@ -245,3 +246,16 @@ def test_token_selection_is_logged_plotted_and_reported_on_held_out_cases(env: d
     assert row["enrichment"][0] > 1.2, row
     assert row["dice"] == pytest.approx(dice_scores(results_dir(env, SCD, "3d_fullres") / "fold_0" / "validation"
                                                      / "summary.json")[0])
+
+
+def test_the_authors_reproduction_trainer_trains_through_stock_nnunet(env: dict[str, str]) -> None:
+    """The Zhou2023 family (shared skips, pooled x8 decoder, layer decay, cosine) runs as any nnU-Net trainer."""
+    trainer = "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters"
+    run(env, "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu")
+    fold = results_dir(env, trainer, "3d_fullres") / "fold_0"
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "'skip_assembly': 'shared', 'pooled_bottleneck': True" in log
+    assert "layer-wise lr decay 0.75" in log and "then cosine decay over 12 epochs; grad clip None" in log
+    assert "Training done." in log and (fold / "checkpoint_final.pth").is_file()
+    mean_dice, _ = dice_scores(fold / "validation" / "summary.json")
+    assert 0.0 <= mean_dice <= 1.0, mean_dice  # NaN (no validation written) fails too
