@@ -121,7 +121,7 @@ class _SearchMixin:
             group["params"] = [p for p in group["params"] if id(p) not in masks]
         optimizer.add_param_group({
             "params": mask_params, "weight_decay": 0.0, "lr_scale": self.mask_lr_scale,
-            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0) * self.mask_lr_scale,
+            "lr": scheduler.lr_at(0) * self.mask_lr_scale,
         })
         self.print_to_log_file(
             f"Joint search: {len(mask_params)} mask tensors without weight decay at {self.mask_lr_scale} x the "
