@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResidualConvBlock", "UNETRDecoder", "tokens_to_feature_map"]
+__all__ = ["InstanceNorm", "ResidualConvBlock", "UNETRDecoder", "tokens_to_feature_map"]
 
 
 def tokens_to_feature_map(tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
@@ -33,10 +33,33 @@ def tokens_to_feature_map(tokens: torch.Tensor, grid: Sequence[int]) -> torch.Te
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
-def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+class InstanceNorm(nn.GroupNorm):
+    """Instance normalisation with affine parameters, for 2D and 3D feature maps.
+
+    One group per channel makes GroupNorm exactly instance norm. Its kernel is about twice as fast
+    as ``InstanceNorm3d``'s on CPU and keeps channels-last inputs channels-last; the parameters are
+    the same ``weight`` and ``bias``, so checkpoints load either way.
+
+    Shapes: (B, C, *S) -> (B, C, *S).
+    """
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__(num_channels, num_channels, eps=1e-5, affine=True)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The feature map in channels-last layout (a no-op when it already is one).
+
+    The decoder's convolutions below the token grid have few channels and large maps; oneDNN and
+    cuDNN run those about a third faster channels-last.
+    """
+    return x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
+
+
+def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module]]:
     if ndim == 2:
-        return nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d
-    return nn.Conv3d, nn.ConvTranspose3d, nn.InstanceNorm3d
+        return nn.Conv2d, nn.ConvTranspose2d
+    return nn.Conv3d, nn.ConvTranspose3d
 
 
 class ResidualConvBlock(nn.Module):
@@ -47,18 +70,18 @@ class ResidualConvBlock(nn.Module):
 
     def __init__(self, ndim: int, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        conv, _, norm = _layers(ndim)
+        conv, _ = _layers(ndim)
         self.body = nn.Sequential(
             conv(in_channels, out_channels, 3, padding=1, bias=False),
-            norm(out_channels, affine=True),
+            InstanceNorm(out_channels),
             nn.LeakyReLU(0.01, inplace=True),
             conv(out_channels, out_channels, 3, padding=1, bias=False),
-            norm(out_channels, affine=True),
+            InstanceNorm(out_channels),
         )
         self.shortcut = (
             nn.Identity()
             if in_channels == out_channels
-            else nn.Sequential(conv(in_channels, out_channels, 1, bias=False), norm(out_channels, affine=True))
+            else nn.Sequential(conv(in_channels, out_channels, 1, bias=False), InstanceNorm(out_channels))
         )
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
@@ -74,7 +97,7 @@ class _TokenUpsampler(nn.Module):
 
     def __init__(self, ndim: int, embed_dim: int, channels: int, strides: Sequence[Sequence[int]]) -> None:
         super().__init__()
-        _, transp, _ = _layers(ndim)
+        _, transp = _layers(ndim)
         first, *rest = strides
         self.stem = transp(embed_dim, channels, kernel_size=first, stride=first, bias=False)
         self.stages = nn.Sequential(
@@ -96,12 +119,12 @@ class _UpBlock(nn.Module):
 
     def __init__(self, ndim: int, in_channels: int, out_channels: int, stride: Sequence[int], num_skips: int) -> None:
         super().__init__()
-        _, transp, _ = _layers(ndim)
+        _, transp = _layers(ndim)
         self.up = transp(in_channels, out_channels, kernel_size=stride, stride=stride, bias=False)
         self.fuse = ResidualConvBlock(ndim, out_channels * (1 + num_skips), out_channels)
 
     def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.fuse(torch.cat([self.up(x), *skips], dim=1))
+        return self.fuse(torch.cat([channels_last(t) for t in (self.up(x), *skips)], dim=1))
 
 
 class UNETRDecoder(nn.Module):
@@ -172,7 +195,7 @@ class UNETRDecoder(nn.Module):
                      skips_at[lv] + (lv == 0))
             for lv in range(num_up)
         )
-        conv, _, _ = _layers(ndim)
+        conv, _ = _layers(ndim)
         self.out = conv(channels[0], num_classes, kernel_size=1)
 
     def forward(
@@ -180,7 +203,7 @@ class UNETRDecoder(nn.Module):
     ) -> torch.Tensor:
         levels = self.num_levels
         skips_by_level: list[list[torch.Tensor]] = [[] for _ in range(levels + 1)]
-        skips_by_level[0].append(self.encoder1(image))
+        skips_by_level[0].append(channels_last(self.encoder1(channels_last(image))))
         for tokens, proj, lv in zip(hidden_skips, self.hidden_skip_proj, self.skip_levels):
             skips_by_level[lv].append(proj(tokens_to_feature_map(tokens, grid)))
         x = tokens_to_feature_map(bottleneck, grid)
@@ -192,7 +215,9 @@ class UNETRDecoder(nn.Module):
                 )
             x = self._pool_bottleneck(x)
         elif skips_by_level[levels]:
-            x = self.bottleneck(torch.cat([x, *skips_by_level[levels]], dim=1))
+            # Made contiguous: a feature map of tokens is a channels-last view, and oneDNN runs this wide
+            # convolution faster on the plain layout.
+            x = self.bottleneck(torch.cat([x, *skips_by_level[levels]], dim=1).contiguous())
         for lv in reversed(range(len(self.decoders))):
             x = self.decoders[lv](x, skips_by_level[lv])
         return self.out(x)
