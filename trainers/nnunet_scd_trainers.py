@@ -6,6 +6,9 @@ class name; keep the code in nnunet_scd.nnunet.trainers.
 
 from nnunet_scd.nnunet.trainers import (
     nnUNetTrainerSCD,
+    nnUNetTrainerSCD_FullWidthCompletion,
+    nnUNetTrainerSCD_FullWidthCompletion_Tiny,
+    nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters,
     nnUNetTrainerSCD_keep0p1,
     nnUNetTrainerSCD_keep0p5,
     nnUNetTrainerSCD_MIM,
@@ -42,6 +45,9 @@ from nnunet_scd.nnunet.trainers import (
 
 __all__ = [
     "nnUNetTrainerSCD",
+    "nnUNetTrainerSCD_FullWidthCompletion",
+    "nnUNetTrainerSCD_FullWidthCompletion_Tiny",
+    "nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters",
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_MIM_Tiny_360iters",

@@ -40,6 +40,9 @@ __all__ = [
     "ViTSize",
     "Zhou2023TrainingRecipe",
     "nnUNetTrainerSCD",
+    "nnUNetTrainerSCD_FullWidthCompletion",
+    "nnUNetTrainerSCD_FullWidthCompletion_Tiny",
+    "nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters",
     "nnUNetTrainerSCD_MIM",
     "nnUNetTrainerSCD_MIM_Tiny",
     "nnUNetTrainerSCD_MIM_Tiny_360iters",
@@ -116,6 +119,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
     vit_size: str = "B"
     keep_ratios: tuple[float, ...] | None = (0.25, 0.25, 0.25)
     completion: str = "mta"
+    completion_full_width: bool = False  # True: the completion block at the encoder's width and heads (the authors')
     skip_assembly: str | None = None  # SCDNet's default: per-depth skips with MTA, shared with the MIM baseline
     pooled_bottleneck: bool = False  # True: the authors' x8 decoder
     drop_path_rate: float | None = None  # None: the ViT size's
@@ -195,6 +199,8 @@ class nnUNetTrainerSCD(nnUNetTrainer):
             **size,
             "keep_ratios": None if cls.keep_ratios is None else tuple(cls.keep_ratios),
             "completion": cls.completion,
+            **({"completion_dim": size["embed_dim"], "completion_heads": size["num_heads"]}
+               if cls.completion_full_width else {}),
             "skip_assembly": cls.skip_assembly,
             "pooled_bottleneck": cls.pooled_bottleneck,
             "token_selection": cls.token_selection,
@@ -383,6 +389,13 @@ class Zhou2023TrainingRecipe:
     drop_path_rate = 0.1
 
 
+class nnUNetTrainerSCD_FullWidthCompletion(nnUNetTrainerSCD):
+    """The completion block at the encoder's width and heads (768 wide, 12 heads for ViT-B), as in the authors'
+    published runs, instead of SCDNet's quarter-width default."""
+
+    completion_full_width = True
+
+
 class nnUNetTrainerSCD_Zhou2023Recipe(Zhou2023TrainingRecipe, nnUNetTrainerSCD):
     """Our network with the authors' training recipe instead of ours (see ``Zhou2023TrainingRecipe``)."""
 
@@ -398,6 +411,7 @@ class nnUNetTrainerSCD_Zhou2023(Zhou2023TrainingRecipe, nnUNetTrainerSCD):
     """
 
     keep_ratios = (0.1, 0.1, 0.1)
+    completion_full_width = True
     skip_assembly = "shared"
     pooled_bottleneck = True
     guidance_weight = 0.0
@@ -449,6 +463,10 @@ class nnUNetTrainerSCD_RandomPruning_Tiny(nnUNetTrainerSCD_RandomPruning):
 
 
 class nnUNetTrainerSCD_SharedSkips_Tiny(nnUNetTrainerSCD_SharedSkips):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_FullWidthCompletion_Tiny(nnUNetTrainerSCD_FullWidthCompletion):
     vit_size = "Tiny"
 
 
@@ -571,4 +589,12 @@ class nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters(Shipped360Iterations, nnUNet
 
 
 class nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Zhou2023_BraTS_Tiny):
+    pass
+
+
+# The completion study (README): SCDNet's quarter-width completion against the full-width one, at keep 0.25;
+# nnUNetTrainerSCD_Tiny_360iters is the new default.
+class nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters(
+    Shipped360Iterations, nnUNetTrainerSCD_FullWidthCompletion_Tiny
+):
     pass
