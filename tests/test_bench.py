@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 
-from nnunet_scd.bench.configs import CONFIGS
+from nnunet_scd.bench.configs import ALIASES, CONFIGS
+from nnunet_scd.bench.report import markdown_table, read_json
 from nnunet_scd.bench.timing import count_flops, peak_training_memory
 from nnunet_scd.commands import bench
 
@@ -31,7 +33,44 @@ def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path,
     assert [p["keep_ratio"] for p in result["sweep"]] == [1.0, 0.5, 0.25]
     assert result["dense"]["train"]["patches_per_s"] > 0
     assert plot.stat().st_size > 0
-    assert "dense / sparse" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "dense / sparse" in table
+
+    # The README's tables are re-rendered from such a file: the same table, without running anything.
+    args = _parse("--from-json", str(out))
+    assert args.run(args) == 0
+    assert capsys.readouterr().out == table
+
+
+def test_the_table_shows_the_papers_figures_beside_ours(tmp_path):
+    out = tmp_path / "bench.json"
+    args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "", "--no-memory",
+                  "--json", str(out), "--quiet")
+    assert args.run(args) == 0
+    results = read_json(out)
+    assert "paper (A100" not in markdown_table(results)
+    results["config"]["paper"] = asdict(CONFIGS["paper-btcv"].paper)
+    table = markdown_table(results)
+    assert "paper (A100, best case)" in table
+    train_row = next(line for line in table.splitlines() if line.startswith("| train patches/s"))
+    assert train_row.endswith("| 2.20x |")
+    assert "| 146.6 (SCD) |" in table
+
+
+def test_paper_configs_are_the_authors_runs_and_paper_is_an_alias():
+    btcv, brats = CONFIGS["paper-btcv"], CONFIGS["paper-brats"]
+    assert (btcv.patch_size, btcv.keep_ratio, btcv.input_channels) == ((96,) * 3, 0.1, 1)
+    assert (brats.patch_size, brats.keep_ratio, brats.input_channels) == ((128,) * 3, 0.25, 4)
+    assert btcv.token_size == brats.token_size == (8, 8, 8)
+    assert ALIASES["paper"] == "paper-btcv"
+    assert _parse("--config", "paper").config == "paper"
+
+
+@pytest.mark.parametrize("name", ["paper-btcv", "paper-brats"])
+def test_scdnet_defaults_reach_the_papers_flop_ratio(name):
+    # Counted on the meta device with SCDNet's default completion: the paper's 2.2x needs completion to be cheap.
+    config = replace(CONFIGS[name], batch_size=1)
+    assert count_flops(config, None, training=False) / count_flops(config, config.keep_ratio, training=False) >= 2.2
 
 
 def test_flops_shrink_with_the_keep_ratio_and_are_counted_without_arithmetic():

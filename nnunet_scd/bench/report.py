@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compute_ratios", "markdown_table", "plot_sweep", "write_json"]
+__all__ = ["compute_ratios", "markdown_table", "plot_sweep", "read_json", "write_json"]
+
+RATIO_KEYS = ("train_speedup", "infer_speedup", "flop_ratio", "train_flop_ratio", "train_mem_ratio")
 
 
 def _ratio(dense: float, sparse: float) -> float:
@@ -33,36 +35,56 @@ def _fmt_gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def _fmt_shape(sizes: Sequence[int]) -> str:
+    return "x".join(map(str, sizes))  # the same from a tuple and from its JSON list
+
+
 def markdown_table(results: Mapping[str, Any]) -> str:
-    """Headline table (dense vs sparse) and the keep-ratio sweep, as Markdown."""
+    """Headline table (dense vs sparse, and the paper's figures where the config has them) and the keep-ratio
+    sweep, as Markdown."""
     cfg, dense, sparse, ratios = results["config"], results["dense"], results["sparse"], results["ratios"]
+    paper = cfg.get("paper")
+    batch = cfg["batch_size"]
     lines = [
-        f"config `{cfg['name']}`: patch {cfg['patch_size']}, token {cfg['token_size']}, width {cfg['embed_dim']}, "
-        f"depth {cfg['depth']}, prune after {cfg['prune_after']} keep {cfg['keep_ratio']}, batch {cfg['batch_size']}; "
-        f"device {results['device']} {results['backends']}; {results['repeats']} interleaved rounds after "
-        f"{results['warmup']} warm-up; random inputs and labels",
+        f"config `{cfg['name']}`: patch {_fmt_shape(cfg['patch_size'])}, {cfg['input_channels']} channel(s), token "
+        f"{_fmt_shape(cfg['token_size'])}, width {cfg['embed_dim']}, depth {cfg['depth']}, prune after blocks "
+        f"{'/'.join(map(str, cfg['prune_after']))} keep "
+        f"{cfg['keep_ratio']}, batch {batch}; device {results['device']} {results['backends']}; "
+        f"{results['repeats']} interleaved rounds after {results['warmup']} warm-up; random inputs and labels",
         "",
-        "| | dense UNETR | SCD (sparse) | dense / sparse |",
-        "|---|---|---|---|",
+        "| | dense UNETR | SCD (sparse) | dense / sparse |" + (" paper (A100, best case) |" if paper else ""),
+        "|---|---|---|---|" + ("---|" if paper else ""),
     ]
+
+    def paper_cell(key: str) -> str:
+        if not paper:
+            return ""
+        return f" {paper[key]:.2f}x |" if paper.get(key) is not None else " |"
 
     def row(label: str, key: str) -> str:
         d, s = dense[key], sparse[key]
         return (f"| {label} | {d['patches_per_s']:.3f} ({d['median_s']:.2f} s, IQR {100 * d['iqr_rel']:.0f}%) | "
                 f"{s['patches_per_s']:.3f} ({s['median_s']:.2f} s, IQR {100 * s['iqr_rel']:.0f}%) | ")
 
-    lines.append(row("train patches/s (median step, IQR)", "train") + f"**{ratios['train_speedup']:.2f}x** |")
-    lines.append(row("infer patches/s (median step, IQR)", "infer") + f"**{ratios['infer_speedup']:.2f}x** |")
+    lines.append(row("train patches/s (median step, IQR)", "train") + f"**{ratios['train_speedup']:.2f}x** |"
+                 + paper_cell("train_speedup"))
+    lines.append(row("infer patches/s (median step, IQR)", "infer") + f"**{ratios['infer_speedup']:.2f}x** |"
+                 + paper_cell("infer_speedup"))
     lines.append(f"| forward GFLOPs | {dense['flops_forward'] / 1e9:.1f} | {sparse['flops_forward'] / 1e9:.1f} | "
-                 f"{ratios['flop_ratio']:.2f}x |")
+                 f"{ratios['flop_ratio']:.2f}x |" + (" |" if paper else ""))
+    if paper and paper.get("gmacs_per_sample") is not None:
+        # torch's flop counter counts a multiply-add as 2 FLOPs; the authors report MACs per sample.
+        lines.append(f"| forward GMACs per sample | {dense['flops_forward'] / 2e9 / batch:.1f} | "
+                     f"{sparse['flops_forward'] / 2e9 / batch:.1f} | | {paper['gmacs_per_sample']:.1f} (SCD) |")
     lines.append(f"| train GFLOPs (fwd + bwd) | {dense['flops_train'] / 1e9:.1f} | {sparse['flops_train'] / 1e9:.1f} | "
-                 f"{ratios['train_flop_ratio']:.2f}x |")
+                 f"{ratios['train_flop_ratio']:.2f}x |" + (" |" if paper else ""))
     if "train_mem_ratio" in ratios:
         kind = dense["memory"]["kind"]
         lines.append(f"| peak train memory ({kind}) | {_fmt_gib(dense['memory']['peak_bytes'])} | "
-                     f"{_fmt_gib(sparse['memory']['peak_bytes'])} | {ratios['train_mem_ratio']:.2f}x |")
+                     f"{_fmt_gib(sparse['memory']['peak_bytes'])} | {ratios['train_mem_ratio']:.2f}x |"
+                     + (" |" if paper else ""))
     lines.append(f"| speed-up / FLOP ratio | | | train {ratios['train_speedup'] / ratios['train_flop_ratio']:.0%}, "
-                 f"infer {ratios['infer_speedup'] / ratios['flop_ratio']:.0%} |")
+                 f"infer {ratios['infer_speedup'] / ratios['flop_ratio']:.0%} |" + (" |" if paper else ""))
     if results.get("sweep"):
         lines += ["", "| keep ratio | train speed-up | infer speed-up | FLOP ratio (ideal) | train IQR | infer IQR |",
                   "|---|---|---|---|---|---|"]
@@ -78,6 +100,14 @@ def write_json(results: Mapping[str, Any], path: Path) -> None:
     payload = {**results["ratios"], **{k: v for k, v in results.items() if k != "ratios"}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The results of :func:`write_json` as :func:`markdown_table` takes them."""
+    payload = json.loads(Path(path).read_text())
+    results = {k: v for k, v in payload.items() if k not in RATIO_KEYS}
+    results["ratios"] = {k: payload[k] for k in RATIO_KEYS if k in payload}
+    return results
 
 
 def plot_sweep(results: Mapping[str, Any], path: Path) -> None:
