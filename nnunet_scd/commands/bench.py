@@ -129,7 +129,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "and stock nnU-Net (PlainConvUNet); use with --config quick on CPU")
     parser.add_argument("--volume-scale", type=float, default=1.5, help="whole-volume size / patch size (default 1.5)")
     parser.add_argument("--feature-size", type=int, default=None, help="override the UNETR decoder feature size")
-    parser.add_argument("--completion-dim", type=int, default=None, help="override the MTA width (default: embed dim)")
+    parser.add_argument("--completion-dim", type=int, default=None,
+                        help="override the completion width (default: SCDNet's, a quarter of the embed dim, at least "
+                             "64; the embed dim is the authors' full-width block)")
     parser.add_argument("--completion-depth", type=int, default=None, help="override the MTA depth (default: 1)")
     parser.add_argument("--profile", choices=("sparse", "dense"), default=None,
                         help="instead of the benchmark, break one training step down by part (hooks; --repeats steps)")
