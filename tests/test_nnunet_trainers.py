@@ -143,6 +143,7 @@ def test_variants_change_only_what_their_name_says() -> None:
         "nnUNetTrainerUNETR": {"keep_ratios": None},
         "nnUNetTrainerSCD_MIM": {"completion": "mask"},
         "nnUNetTrainerSCD_SharedSkips": {"skip_assembly": "shared"},
+        "nnUNetTrainerSCD_FullWidthCompletion": {"completion_dim": 768, "completion_heads": 12},
         "nnUNetTrainerSCD_Zhou2023Recipe": {"drop_path_rate": 0.1},  # ViT-B's already; the recipe is the optimiser
         "nnUNetTrainerSCD_keep0p5": {"keep_ratios": (0.5, 0.5, 0.5)},
         "nnUNetTrainerSCD_keep0p1": {"keep_ratios": (0.1, 0.1, 0.1)},
@@ -368,7 +369,8 @@ def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env
 def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path) -> None:
     btcv, brats = tr.nnUNetTrainerSCD_Zhou2023, tr.nnUNetTrainerSCD_Zhou2023_BraTS
     assert btcv.network_kwargs() == {**tr.nnUNetTrainerSCD.network_kwargs(), "keep_ratios": (0.1, 0.1, 0.1),
-                                     "skip_assembly": "shared", "pooled_bottleneck": True}
+                                     "completion_dim": 768, "completion_heads": 12, "skip_assembly": "shared",
+                                     "pooled_bottleneck": True}
     assert brats.network_kwargs() == {**btcv.network_kwargs(), "keep_ratios": (0.25, 0.25, 0.25)}
     assert tr.nnUNetTrainerSCD_Zhou2023_Tiny.network_kwargs()["drop_path_rate"] == 0.1
     for cls in (btcv, brats, tr.nnUNetTrainerSCD_Zhou2023Recipe):
@@ -380,6 +382,7 @@ def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path
     assert trainer.initial_lr == pytest.approx(1.72e-2 * 2 / 256)  # 1.3e-4 at nnU-Net's batch 2, as their README
     net = build(tr.nnUNetTrainerSCD_Zhou2023_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     assert net.skip_assembly == "shared" and net.decoder.pool_strides is not None and len(net.decoder.decoders) == 4
+    assert net.completion.transformer.blocks[0].attn.qkv.in_features == 192  # Tiny's encoder width: the full block
 
 
 def _layer_of(name: str, depth: int) -> int:
