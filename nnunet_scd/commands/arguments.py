@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["int_at_least", "positive_float"]
+__all__ = ["float_at_least", "int_at_least"]
 
 
 def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
@@ -23,12 +23,16 @@ def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
     return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
+def float_at_least(minimum: float, why: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number of at least ``minimum``; ``why`` is added to the error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number of at least {minimum:g}, got {text}{why}")
+        return value
+
+    return parse

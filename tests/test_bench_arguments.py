@@ -1,0 +1,38 @@
+"""``nnunet-scd bench`` refuses nonsense numbers with one line, before it builds or times anything."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from nnunet_scd.commands import bench
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnunet-scd")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--warmup", "-1"], "--warmup: must be at least 0, got -1"),  # was a StatisticsError after the timing
+    (["--repeats", "0"], "--repeats: must be at least 1, got 0"),
+    (["--feature-size", "0"], "--feature-size: must be at least 1, got 0"),  # was a conv3d RuntimeError
+    (["--completion-dim", "0"], "--completion-dim: must be at least 1"),
+    (["--completion-depth", "-2"], "--completion-depth: must be at least 0, got -2"),  # ran with no completion
+    (["--whole-volume", "--volume-scale", "0"], "--volume-scale: must be a number of at least 1, got 0"),
+])
+def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(*argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_option_scdnet_refuses_is_a_one_line_error():
+    # --completion-dim 7 is a positive width, but the tiny config's 2 heads do not divide it.
+    args = _parse("--config", "tiny", "--completion-dim", "7", "--quiet")
+    with pytest.raises(SystemExit, match="not a valid SCDNet: completion width 7 is not divisible by its 2 heads"):
+        args.run(args)
