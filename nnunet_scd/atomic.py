@@ -25,7 +25,7 @@ def _default_permissions(path: str) -> None:
 
 @contextmanager
 def atomic_target(path: str | os.PathLike, suffix: str = "", tmp_dir: str | os.PathLike | None = None,
-                  fsync: bool = False) -> Iterator[str]:
+                  fsync: bool = False, exclusive: bool = False) -> Iterator[str]:
     """Yield a unique temporary file name; when the block succeeds, rename it onto ``path``.
 
     Args:
@@ -35,6 +35,8 @@ def atomic_target(path: str | os.PathLike, suffix: str = "", tmp_dir: str | os.P
             (default: ``path``'s folder).
         fsync: flush the file to disk before the rename (checkpoints: the rename must never expose
             a file whose data is still only in the page cache).
+        exclusive: never replace an existing ``path``: FileExistsError if one is there (also when
+            another run creates it meanwhile; a hard link is created atomically or not at all).
 
     The temporary file exists (empty) when the block starts; if the block raises, it is removed
     and ``path`` is left as it was.
@@ -51,13 +53,16 @@ def atomic_target(path: str | os.PathLike, suffix: str = "", tmp_dir: str | os.P
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         _default_permissions(tmp)
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+        else:
+            os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to ``path`` via a unique temporary file and a rename."""
-    with atomic_target(path) as tmp, open(tmp, "w") as handle:
+def write_text_atomic(text: str, path: str | os.PathLike, exclusive: bool = False) -> None:
+    """Write ``text`` to ``path`` via a unique temporary file and a rename (``exclusive``: see ``atomic_target``)."""
+    with atomic_target(path, exclusive=exclusive) as tmp, open(tmp, "w") as handle:
         handle.write(text)
