@@ -31,8 +31,16 @@ def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, cap
     assert message in err and "Traceback" not in err
 
 
-def test_an_option_scdnet_refuses_is_a_one_line_error():
-    # --completion-dim 7 is a positive width, but the tiny config's 2 heads do not divide it.
-    args = _parse("--config", "tiny", "--completion-dim", "7", "--quiet")
+def test_a_network_scdnet_refuses_is_a_one_line_error_before_timing():
+    from nnunet_scd.bench.configs import CONFIGS
+
+    config = CONFIGS["tiny"].with_extra(completion_dim=7, completion_heads=2)
     with pytest.raises(SystemExit, match="not a valid SCDNet: completion width 7 is not divisible by its 2 heads"):
-        args.run(args)
+        bench._check_network(config)
+
+
+def test_an_odd_completion_width_gets_a_network_with_heads_that_divide_it():
+    # The issue's `--completion-dim 7` was a traceback; SCDNet now picks heads that divide the width.
+    from nnunet_scd.bench.configs import CONFIGS
+
+    bench._check_network(CONFIGS["tiny"].with_extra(completion_dim=7))
