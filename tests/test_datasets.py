@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
+from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
 from nnunet_scd.commands import convert_btcv as convert_btcv_command
 from nnunet_scd.commands import synth as synth_command
 from nnunet_scd.datasets.btcv import BTCV_LABELS, BTCVFolderError, convert_btcv, find_btcv_cases
 from nnunet_scd.datasets.phantom import LABELS, generate_phantom, summarize, write_phantom_dataset
+from nnunet_scd.datasets.raw import UnreadableImageError
 
 SMALL = (24, 48, 48)
 
@@ -27,7 +29,7 @@ def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
 @pytest.fixture(scope="module")
 def phantom_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = tmp_path_factory.mktemp("raw")
-    return write_phantom_dataset(raw, dataset_id=990, num_cases=4, shape=SMALL, seed=3, num_test_cases=1)
+    return write_phantom_dataset(raw, dataset_id=990, num_cases=5, shape=SMALL, seed=3, num_test_cases=1)
 
 
 # ---------------------------------------------------------------- phantoms
@@ -43,7 +45,7 @@ def test_same_seed_gives_identical_arrays_and_other_seed_differs() -> None:
 
 
 def test_written_dataset_is_reproducible_from_seed(tmp_path: Path, phantom_set: Path) -> None:
-    again = write_phantom_dataset(tmp_path, dataset_id=990, num_cases=4, shape=SMALL, seed=3, num_test_cases=1)
+    again = write_phantom_dataset(tmp_path, dataset_id=990, num_cases=5, shape=SMALL, seed=3, num_test_cases=1)
     for sub in ("imagesTr/phantom_002_0000.nii.gz", "labelsTr/phantom_002.nii.gz",
                 "imagesTs/phantom_ts_000_0000.nii.gz"):
         assert np.array_equal(_read(phantom_set / sub)[0], _read(again / sub)[0]), sub
@@ -98,35 +100,71 @@ def test_dataset_json_is_accepted_by_nnunet(phantom_set: Path) -> None:
 
     dataset_json = json.loads((phantom_set / "dataset.json").read_text())
     assert dataset_json["channel_names"] == {"0": "CT"}
-    assert dataset_json["labels"] == LABELS and dataset_json["numTraining"] == 4
+    assert dataset_json["labels"] == LABELS and dataset_json["numTraining"] == 5
     cases = get_filenames_of_train_images_and_targets(str(phantom_set), dataset_json)
-    assert sorted(cases) == [f"phantom_{i:03d}" for i in range(4)]
+    assert sorted(cases) == [f"phantom_{i:03d}" for i in range(5)]
     verify_dataset_integrity(str(phantom_set), num_processes=1)  # raises on any problem
     assert 0.02 < summarize(phantom_set)["foreground_mean"] < 0.15
 
 
 def test_rerun_keeps_finished_cases_and_redoes_unfinished_ones(tmp_path: Path) -> None:
-    folder = write_phantom_dataset(tmp_path, dataset_id=991, num_cases=3, shape=SMALL)
+    folder = write_phantom_dataset(tmp_path, dataset_id=991, num_cases=6, shape=SMALL)
     kept = folder / "imagesTr" / "phantom_000_0000.nii.gz"
     os.utime(kept, (1, 1))
     broken = folder / "labelsTr" / "phantom_001.nii.gz"
     reference = _read(broken)[0]
     broken.unlink()  # as if interrupted between the image and its label
-    write_phantom_dataset(tmp_path, dataset_id=991, num_cases=2, shape=SMALL)
+    write_phantom_dataset(tmp_path, dataset_id=991, num_cases=5, shape=SMALL)
     assert kept.stat().st_mtime == 1
     assert np.array_equal(_read(broken)[0], reference)
-    assert not (folder / "labelsTr" / "phantom_002.nii.gz").exists()  # fewer cases asked for
-    assert not (folder / "imagesTr" / "phantom_002_0000.nii.gz").exists()
-    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
-    assert not (folder / ".partial").exists()
+    assert not (folder / "labelsTr" / "phantom_005.nii.gz").exists()  # fewer cases asked for
+    assert not (folder / "imagesTr" / "phantom_005_0000.nii.gz").exists()
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 5
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
 def test_existing_folder_with_other_parameters_is_refused(tmp_path: Path) -> None:
-    write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, seed=0)
+    write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, seed=0)
     with pytest.raises(FileExistsError, match="another dataset id"):
-        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, seed=1)
+        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, seed=1)
     with pytest.raises(FileExistsError, match="unique"):
-        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=2, shape=SMALL, name="Other")
+        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, name="Other")
+
+
+@pytest.mark.parametrize("num_cases", [2, 4])
+def test_fewer_training_cases_than_five_folds_are_refused_before_writing(tmp_path: Path, num_cases: int) -> None:
+    # nnU-Net's KFold(5) split fails on fewer than 5 cases for every fold, so such a dataset is useless.
+    with pytest.raises(ValueError, match="at least 5 training cases"):
+        write_phantom_dataset(tmp_path, dataset_id=994, num_cases=num_cases, shape=SMALL)
+    with pytest.raises(ValueError, match="negative"):
+        write_phantom_dataset(tmp_path, dataset_id=994, num_cases=5, shape=SMALL, num_test_cases=-3)
+    assert not (tmp_path / "Dataset994_SCDPhantom").exists()
+
+
+def test_a_run_leaves_the_temporary_files_of_another_run_alone(tmp_path: Path) -> None:
+    # Regression: every run deleted a shared .partial folder, so a second run sharing the dataset folder
+    # lost the file it was writing (FileNotFoundError).
+    folder = write_phantom_dataset(tmp_path, dataset_id=995, num_cases=5, shape=SMALL)
+    (folder / ".partial").mkdir()
+    theirs = [folder / ".partial" / "tmp_abc.nii.gz", folder / ".tmp_phantom_005.nii.gz.xyz.nii.gz"]
+    for path in theirs:
+        path.write_bytes(b"another run is writing this")
+    write_phantom_dataset(tmp_path, dataset_id=995, num_cases=6, shape=SMALL)
+    assert all(path.read_bytes() == b"another run is writing this" for path in theirs)
+
+
+def test_two_runs_writing_one_dataset_at_once_both_succeed(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(_: int) -> Path:
+        return write_phantom_dataset(tmp_path, dataset_id=996, num_cases=5, shape=(12, 24, 24))
+
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(run, range(2)))
+    assert folders[0] == folders[1]
+    assert len(list((folders[0] / "labelsTr").glob("*.nii.gz"))) == 5
+    verify_dataset_integrity(str(folders[0]), num_processes=1)
+    assert not [p.name for p in folders[0].iterdir() if p.name.startswith(".tmp")]
 
 
 # ---------------------------------------------------------------- BTCV
@@ -167,8 +205,6 @@ def test_convert_btcv_writes_dataset017_with_13_organs(tmp_path: Path) -> None:
         src_label = _read(source / "Training/label" / f"label{number:04d}.nii.gz")[0]
         assert np.array_equal(src_label, _read(folder / "labelsTr" / f"img{number:04d}.nii.gz")[0])
 
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
     verify_dataset_integrity(str(folder), num_processes=1)
 
 
@@ -177,11 +213,62 @@ def test_convert_btcv_rerun_skips_converted_cases_and_adds_new_ones(tmp_path: Pa
     folder = convert_btcv(source, tmp_path / "raw")
     done = folder / "labelsTr" / "img0001.nii.gz"
     os.utime(done, (1, 1))
-    _fake_btcv(tmp_path / "btcv", train=(1, 2, 3), test=())
+    _fake_btcv(tmp_path / "btcv", train=(3,), test=())  # one more case; 1 and 2 untouched
     convert_btcv(source, tmp_path / "raw")
     assert done.stat().st_mtime == 1
     assert (folder / "labelsTr" / "img0003.nii.gz").is_file()
     assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 3
+
+
+def test_convert_btcv_converts_a_redownloaded_source_again(tmp_path: Path) -> None:
+    # Regression: reuse was keyed on the case name alone, so a rerun after re-downloading kept the broken copy.
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    folder = convert_btcv(source, tmp_path / "raw")
+    path = source / "Training/img/img0002.nii.gz"
+    fixed = sitk.GetImageFromArray(np.full((5, 12, 10), 7, np.int16))
+    fixed.CopyInformation(sitk.ReadImage(str(path)))
+    sitk.WriteImage(fixed, str(path))
+    convert_btcv(source, tmp_path / "raw")
+    assert (_read(folder / "imagesTr/img0002_0000.nii.gz")[0] == 7).all()
+
+
+def _truncate(path: Path) -> None:
+    # The repro: `head -c <half> img0002.nii.gz` over the original.
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_convert_btcv_refuses_a_truncated_image_and_writes_nothing(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv")
+    _truncate(source / "Training/img/img0002.nii.gz")
+    # What SimpleITK alone makes of it: no error, the missing voxels zero-filled.
+    assert (_read(source / "Training/img/img0002.nii.gz")[0] == 0).mean() > 0.3
+    with pytest.raises(UnreadableImageError, match=r"img0002\.nii\.gz is truncated or corrupt"):
+        convert_btcv(source, tmp_path / "raw")
+    assert not (tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation").exists()
+
+
+def test_convert_btcv_refuses_data_truncated_before_compression(tmp_path: Path) -> None:
+    import gzip
+
+    source = _fake_btcv(tmp_path / "btcv")
+    path = source / "Training/label/label0003.nii.gz"
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[: len(data) // 2]))  # a valid gzip stream of half a NIfTI file
+    with pytest.raises(UnreadableImageError, match=r"label0003\.nii\.gz holds .* bytes"):
+        convert_btcv(source, tmp_path / "raw")
+
+
+def test_failed_rerun_keeps_earlier_cases_and_marks_the_folder_unfinished(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    folder = convert_btcv(source, tmp_path / "raw")
+    _fake_btcv(tmp_path / "btcv", train=(3,), test=())
+    (source / "Training/label/label0003.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(UnreadableImageError):
+        convert_btcv(source, tmp_path / "raw")
+    # Verified before writing: the finished dataset is untouched, still complete and still valid.
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    assert not (folder / "imagesTr/img0003_0000.nii.gz").exists()
 
 
 def test_malformed_btcv_folder_names_what_is_missing(tmp_path: Path) -> None:
@@ -227,10 +314,33 @@ def test_command_help(command: str, expected: str, capsys: pytest.CaptureFixture
 
 
 def test_synth_command_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parser().parse_args(["synth", "-n", "2", "--shape", "16", "32", "32", "-d", "993", "-o", str(tmp_path)])
+    args = _parser().parse_args(["synth", "-n", "5", "--shape", "16", "32", "32", "-d", "993", "-o", str(tmp_path)])
     assert args.run(args) == 0
     assert "foreground fraction" in capsys.readouterr().out
-    assert len(list((tmp_path / "Dataset993_SCDPhantom" / "labelsTr").glob("*.nii.gz"))) == 2
+    assert len(list((tmp_path / "Dataset993_SCDPhantom" / "labelsTr").glob("*.nii.gz"))) == 5
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-n", "4"], "at least 5, got 4 (nnU-Net splits the training cases into 5 folds)"),
+    (["-n", "two"], "expected an integer"),
+    (["--test-cases", "-3"], "--test-cases: must be at least 0, got -3"),
+    (["--shape", "0", "32", "32"], "must be at least 1"),
+])
+def test_synth_refuses_bad_numbers_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["synth", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_output_folder_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    a_file = tmp_path / "raw.txt"
+    a_file.write_text("")
+    for argv in (["synth", "-o", str(a_file)], ["convert-btcv", str(tmp_path), "-o", str(a_file)]):
+        args = _parser().parse_args(argv)
+        with pytest.raises(SystemExit, match=r"raw\.txt is a file, not a folder"):
+            args.run(args)
 
 
 def test_commands_without_output_folder_say_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,3 +355,17 @@ def test_convert_btcv_command_reports_malformed_folder(tmp_path: Path, capsys: p
     args = _parser().parse_args(["convert-btcv", str(tmp_path), "-o", str(tmp_path / "raw")])
     assert args.run(args) == 2
     assert "Training" in capsys.readouterr().err
+
+
+def test_convert_btcv_command_on_an_unreadable_label_is_one_line_and_leaves_no_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _fake_btcv(tmp_path / "btcv")
+    _truncate(source / "Training/label/label0003.nii.gz")
+    args = _parser().parse_args(["convert-btcv", str(source), "-o", str(tmp_path / "raw")])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after tqdm's progress lines
+    assert last.startswith("nnunet-scd convert-btcv: ") and "label0003.nii.gz is truncated" in last
+    assert "download it again" in last and "Traceback" not in err
+    assert not (tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation").exists()

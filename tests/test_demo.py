@@ -185,6 +185,23 @@ def test_demo_help_runs_and_documents_the_options() -> None:
         assert text in result.stdout
 
 
+def test_a_failed_demo_names_the_command_correctly(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: f"\nnunet-scd ..." swallowed the "n" into the newline and printed "nunet-scd demo failed".
+    import argparse
+
+    from nnunet_scd.commands import demo
+    from nnunet_scd.demo import pipeline
+    from nnunet_scd.demo.steps import DemoError
+
+    def fail(*_: object) -> None:
+        raise DemoError("step x failed")
+
+    monkeypatch.setattr(pipeline, "run_demo", fail)
+    assert demo.run(argparse.Namespace(work_dir="unused", quick=True)) == 1
+    assert capsys.readouterr().err == "\nnnunet-scd demo failed: step x failed\n"
+
+
 def test_a_failing_step_names_the_step_and_its_log(tmp_path: Path) -> None:
     from nnunet_scd.demo.steps import DemoError, run_logged, stage
 

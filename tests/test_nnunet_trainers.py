@@ -271,6 +271,54 @@ def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monk
     checkpoint = torch.load(target, weights_only=False)
     assert checkpoint["current_epoch"] == 1
     trainer.network.load_state_dict(checkpoint["network_weights"])
+    assert [p.name for p in Path(trainer.output_folder).iterdir() if "tmp" in p.name] == []  # its own temp removed
+
+
+def _trainer_with_checkpoints(epochs: dict[str, int]):
+    """A CPU trainer ready to load (no dataset needed) and, per file name, a checkpoint saved at that epoch."""
+    trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny_5epochs, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    trainer.was_initialized = True
+    for name, epoch in epochs.items():
+        trainer.current_epoch = epoch - 1  # nnU-Net saves the epoch to continue at
+        trainer.save_checkpoint(str(Path(trainer.output_folder) / name))
+    trainer.current_epoch = 0
+    return trainer
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_continue_with_a_corrupt_latest_checkpoint_falls_back_to_best(nnunet_env: Path) -> None:
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    trainer = _trainer_with_checkpoints({"checkpoint_best.pth": 2, "checkpoint_latest.pth": 4})
+    _truncate(Path(trainer.output_folder) / "checkpoint_latest.pth")
+    maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)  # nnUNetv2_train --c
+    assert trainer.current_epoch == 2
+    log = Path(trainer.log_file).read_text()
+    assert "checkpoint_latest.pth is truncated or corrupt" in log and "checkpoint_best.pth instead" in log
+
+
+@pytest.mark.parametrize("present,corrupt", [
+    ({"checkpoint_latest.pth": 4}, "checkpoint_latest.pth"),  # nothing to fall back to
+    ({"checkpoint_final.pth": 5, "checkpoint_best.pth": 2}, "checkpoint_final.pth"),  # final never falls back
+])
+def test_a_corrupt_checkpoint_without_fallback_stops_with_one_line_naming_it(
+    nnunet_env: Path, present: dict[str, int], corrupt: str
+) -> None:
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    trainer = _trainer_with_checkpoints(present)
+    _truncate(Path(trainer.output_folder) / corrupt)
+    with pytest.raises(SystemExit) as exit_info:
+        maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
+    message = str(exit_info.value.code)
+    assert f"{corrupt} is truncated or corrupt" in message and "Move it away" in message
+    assert len(message.splitlines()) == 1
 
 
 def test_random_pruning_and_no_guidance_trainers_change_only_their_one_thing() -> None:

@@ -227,6 +227,19 @@ def test_state_dict_keys_do_not_depend_on_mode():
         (dict(skip_assembly="all"), "skip_assembly must be one of"),
         (dict(completion="mask", skip_assembly="per_depth"), "per-depth skips would hand it the pruned tokens"),
         (dict(token_size=(4, 8, 6), patch_size=(16, 32, 36)), "power-of-two"),
+        # Each of these used to raise ZeroDivisionError, fail only in forward, or be accepted silently.
+        (dict(num_heads=0), "num_heads must be an integer of at least 1, got 0"),
+        (dict(embed_dim=0), "embed_dim must be an integer of at least 1, got 0"),
+        (dict(feature_size=0), "feature_size must be an integer of at least 1"),
+        (dict(num_classes=0), "num_classes must be an integer of at least 1"),
+        (dict(input_channels=0), "input_channels must be an integer of at least 1"),
+        (dict(drop_path_rate=2.0), r"drop_path_rate must be in \[0, 1\)"),
+        (dict(drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
+        (dict(prune_after=(1.5, 2, 3), keep_ratios=(0.5,) * 3), "block indices, which are integers"),
+        (dict(completion_depth=-1), "completion_depth must be an integer of at least 0, got -1"),
+        (dict(completion_dim=0), "completion_dim must be an integer of at least 1"),
+        (dict(mlp_ratio=0), "mlp_ratio must be above 0"),
+        (dict(embed_dim=32.0), "embed_dim must be an integer"),
     ],
 )
 def test_bad_configuration_gets_a_clear_value_error(kwargs, message):
@@ -234,6 +247,18 @@ def test_bad_configuration_gets_a_clear_value_error(kwargs, message):
     config.update(kwargs)
     with pytest.raises(ValueError, match=message):
         SCDNet(**config)
+
+
+def test_completion_depth_zero_is_token_assembly_without_a_completion_block():
+    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion_depth=0, keep_ratios=(0.5,) * 3, **TINY)
+    assert len(net.completion.transformer.blocks) == 0
+    assert net(torch.randn(1, 1, 16, 32, 32)).shape == (1, 2, 16, 32, 32)
+
+
+def test_an_empty_batch_gets_a_clear_value_error():
+    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY)
+    with pytest.raises(ValueError, match="empty batch"):
+        net(torch.randn(0, 1, 16, 32, 32))
 
 
 def test_wrong_input_channels_or_dimensions_get_a_clear_value_error():

@@ -107,6 +107,49 @@ def test_a_block_whose_heads_and_neurons_are_all_pruned_still_runs():
     assert block(x).shape == x.shape
 
 
+def test_a_block_without_heads_keeps_no_attention_input_and_every_parameter_gets_a_gradient():
+    # Regression: its norm1 and attn.qkv got no gradient, so nnU-Net's DDP failed at the second step.
+    block = SlimBlock(16, [], 3, scale=0.5)
+    assert block.attn.qkv is None and not list(block.norm1.parameters())
+    block(torch.randn(2, 5, 16)).square().sum().backward()
+    assert [n for n, p in block.named_parameters() if p.grad is None] == []
+    assert {n for n, _ in block.named_parameters()} == {
+        "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+        "mlp.fc2.weight", "mlp.fc2.bias"}
+
+
+def _slice_with_a_headless_block(net: torch.nn.Module, block: int = 2) -> list:
+    keep = derive_keep(net, 0.6)
+    keep[block] = (torch.zeros_like(keep[block][0]), keep[block][1])
+    _zero_pruned(net, keep)
+    return keep
+
+
+def test_slicing_away_every_head_of_a_block_stays_exact():
+    net = mask_blocks(_net())
+    _randomise_masks(net)
+    keep = _slice_with_a_headless_block(net)
+    x = torch.randn(2, 1, 16, 32, 32)
+    masked_out = net(x)
+    sliced = slice_blocks(copy.deepcopy(net), keep)
+    assert sliced.blocks[2].widths["head_dims"] == [] and isinstance(sliced.blocks[2].norm1, torch.nn.Identity)
+    torch.testing.assert_close(sliced(x), masked_out, atol=1e-5, rtol=1e-4)
+
+
+def test_weights_saved_while_head_less_blocks_had_norm1_and_qkv_still_load():
+    net = mask_blocks(_net())
+    _randomise_masks(net)
+    sliced = slice_blocks(net, _slice_with_a_headless_block(net))
+    old = dict(sliced.state_dict())
+    old.update({"blocks.2.norm1.weight": torch.ones(48), "blocks.2.norm1.bias": torch.zeros(48),
+                "blocks.2.attn.qkv.weight": torch.zeros(0, 48), "blocks.2.attn.qkv.bias": torch.zeros(0)})
+    rebuilt = apply_widths(_net(), block_widths(sliced))
+    load_sliced_state(rebuilt, old)  # nnunet-scd slim's files
+    rebuilt.load_state_dict(old)  # nnU-Net's checkpoints, strict
+    x = torch.randn(1, 1, 16, 32, 32)
+    torch.testing.assert_close(rebuilt(x), sliced(x))
+
+
 def test_global_ranking_keeps_the_largest_mask_values_over_all_blocks():
     masks = [torch.tensor([[0.9, 0.1], [0.8, 0.7]]), torch.tensor([[0.05, 0.6], [0.3, 0.2]])]
     keep = global_keep(masks, 4)

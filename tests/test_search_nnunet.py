@@ -147,3 +147,100 @@ def test_next_step_names_the_matching_slim_trainer():
 def test_mask_distribution_plot_is_written(tmp_path: Path):
     path = plot_mask_distribution(_build(nnUNetTrainerSCDSearch_Tiny, PLANS), tmp_path / "masks.png", "test")
     assert path.stat().st_size > 1000
+
+
+def _save_search_checkpoint(root: Path, fold: int, seed: int, decoy: bool = False) -> None:
+    """A search checkpoint with random masks; ``decoy``: in block 2, the one head with a strong channel
+    has the smallest mask L1 (one channel 0.9), the others many weak ones (48 x 0.05)."""
+    run = root / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
+    (run / f"fold_{fold}").mkdir(exist_ok=True)
+    torch.manual_seed(seed)
+    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    with torch.no_grad():
+        for block in masked_blocks(network):
+            block.attn.head_mask.uniform_(0, 1)
+            block.mlp.neuron_mask.uniform_(0, 1)
+        if decoy:
+            mask = masked_blocks(network)[2].attn.head_mask
+            mask.fill_(0.05)
+            mask[0].zero_()
+            mask[0, 0] = 0.9
+    torch.save({"network_weights": network.state_dict(), "trainer_name": SEARCH},
+               run / f"fold_{fold}" / "checkpoint_final.pth")
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return torch.load(result.weights_file, weights_only=True)
+
+
+def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(search_run: Path):
+    # Regression: the rerun found the plans and fitted the widths with fit_keep, which ranks heads by their
+    # L1, so it kept other channels than the first run and overwrote its weights.
+    from nnunet_scd.search import derive_keep, fit_keep
+
+    _save_search_checkpoint(search_run, 0, seed=0, decoy=True)
+    first = _derive()
+    saved = _weights(first)
+    mtime = first.weights_file.stat().st_mtime_ns
+    second = _derive()
+    assert second.widths == first.widths
+    assert all(torch.equal(saved[k], v) for k, v in _weights(second).items())
+    assert first.weights_file.stat().st_mtime_ns == mtime  # identical, so not even rewritten
+    # The test means something only if the other rule would have picked other channels here.
+    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    checkpoint = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres" / "fold_0"
+    network.load_state_dict(torch.load(checkpoint / "checkpoint_final.pth", weights_only=False)["network_weights"])
+    derived, fitted = derive_keep(network, 0.7), fit_keep(network, first.widths)
+    assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(derived, fitted))
+
+
+def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path):
+    first = _weights(_derive())
+    _save_search_checkpoint(search_run, 0, seed=1)  # e.g. the search trained on, or --checkpoint best
+    with pytest.raises(ValueError, match="already holds other sliced weights.*--overwrite"):
+        _derive()
+    assert all(torch.equal(first[k], v) for k, v in torch.load(
+        search_run / "preprocessed" / DATASET / "nnUNetPlans_slim0p7_sliced_weights" / "fold_0.pth",
+        weights_only=True).items())
+    replaced = derive_slim_plans(DATASET, "3d_fullres", 0, 0.7, trainer_name=SEARCH, repeats=1, overwrite=True)
+    assert not all(torch.equal(first[k], v) for k, v in _weights(replaced).items())
+
+
+def test_two_folds_sliced_at_once_agree_on_one_architecture(search_run: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _save_search_checkpoint(search_run, 1, seed=2)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda fold: _derive(fold=fold), (0, 1)))
+    plans = json.loads(results[0].plans_file.read_text())
+    recorded = slim_record(plans["configurations"]["3d_fullres"])["blocks"]
+    assert results[0].widths == results[1].widths == recorded
+    left = [p.name for p in (search_run / "preprocessed" / DATASET).rglob("*") if ".tmp" in p.name]
+    assert left == []
+
+
+def test_a_truncated_search_checkpoint_is_a_one_line_error_naming_it(search_run: Path):
+    path = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"checkpoint_final\.pth is truncated or corrupt.*--checkpoint"):
+        _derive()
+
+
+def _run_slim(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    slim_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["slim", *argv])
+    return args.run(args)
+
+
+def test_slim_on_an_unknown_dataset_is_one_line(search_run: Path, capsys: pytest.CaptureFixture):
+    assert _run_slim(["-d", "999", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "-tr", SEARCH]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nnunet-scd slim: nnU-Net knows no dataset '999'") and len(err.splitlines()) == 1
+
+
+def test_slim_refuses_zero_repeats(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit):
+        _run_slim(["-d", "1", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "--repeats", "0"])
+    assert "--repeats: must be at least 1, got 0" in capsys.readouterr().err

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunet_scd.commands.arguments import float_at_least, int_at_least
+
 # Kept here, not imported from nnunet_scd.bench, so that `--help` does not import torch.
 CONFIG_NAMES = ("paper-btcv", "paper-brats", "quick", "tiny", "paper")
 DEFAULT_REPEATS = {"paper-btcv": 3, "paper-brats": 3, "quick": 5, "tiny": 3}
@@ -28,6 +30,20 @@ def _device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was requested but torch sees no CUDA device; use --device cpu.")
     return torch.device(name)
+
+
+def _check_network(config) -> None:  # (BenchConfig) -> None
+    """Build the sparse network on the meta device: a keyword SCDNet refuses is a one-line error before any timing."""
+    import torch
+
+    from nnunet_scd import SCDNet
+
+    try:
+        with torch.device("meta"):
+            SCDNet(**config.network_kwargs(config.keep_ratio))
+    except ValueError as error:
+        raise SystemExit(f"error: the {config.name} configuration with these options is not a valid SCDNet: {error}") \
+            from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in (("completion_dim", args.completion_dim), ("completion_depth", args.completion_depth))
              if v is not None}
     config = replace(config, **overrides).with_extra(**extra)
+    _check_network(config)
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.quiet else (lambda msg: None)
 
     if args.profile:
@@ -114,9 +131,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "keep 0.25 (both slow on CPU); quick: width 192, 64^3; tiny: for tests; paper: alias "
                              "of paper-btcv (it used to mean keep 0.25: add --keep 0.25 for that); default: paper-btcv")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=int_at_least(1), default=None,
                         help="timed rounds per run (default: paper 3, quick 5, tiny 3; whole volume 1)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed rounds first (default: 1)")
     parser.add_argument("--keep", type=float, default=None, help="keep ratio per stage for the headline SCD run")
     parser.add_argument("--sweep", type=_keep_list, default=[1.0, 0.5, 0.25, 0.1],
                         help="keep ratios for the sweep, comma-separated; '' for none (default: 1,0.5,0.25,0.1)")
@@ -127,12 +144,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--whole-volume", action="store_true",
                         help="time nnU-Net's sliding-window prediction of one synthetic volume for SCD, dense UNETR "
                              "and stock nnU-Net (PlainConvUNet); use with --config quick on CPU")
-    parser.add_argument("--volume-scale", type=float, default=1.5, help="whole-volume size / patch size (default 1.5)")
-    parser.add_argument("--feature-size", type=int, default=None, help="override the UNETR decoder feature size")
-    parser.add_argument("--completion-dim", type=int, default=None,
+    parser.add_argument("--volume-scale", type=float_at_least(1.0, " (a smaller volume is padded to one patch)"),
+                        default=1.5, help="whole-volume size / patch size, at least 1 (default 1.5)")
+    parser.add_argument("--feature-size", type=int_at_least(1), default=None,
+                        help="override the UNETR decoder feature size")
+    parser.add_argument("--completion-dim", type=int_at_least(1), default=None,
                         help="override the completion width (default: SCDNet's, a quarter of the embed dim, at least "
                              "64; the embed dim is the authors' full-width block)")
-    parser.add_argument("--completion-depth", type=int, default=None, help="override the MTA depth (default: 1)")
+    parser.add_argument("--completion-depth", type=int_at_least(0), default=None,
+                        help="override the MTA depth; 0: assembly without a completion block (default: 1)")
     parser.add_argument("--profile", choices=("sparse", "dense"), default=None,
                         help="instead of the benchmark, break one training step down by part (hooks; --repeats steps)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the table")

@@ -7,13 +7,13 @@ import sys
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunet_scd.datasets.btcv import BTCVFolderError, convert_btcv
+    from nnunet_scd.datasets.btcv import convert_btcv
     from nnunet_scd.datasets.raw import raw_root_from_env
 
     raw_root = raw_root_from_env(args.out)
     try:
         folder = convert_btcv(args.raw_dir, raw_root, progress=True)
-    except (BTCVFolderError, FileExistsError) as error:
+    except (ValueError, OSError) as error:  # a bad source folder or file (BTCVFolderError, UnreadableImageError); I/O
         print(f"nnunet-scd convert-btcv: {error}", file=sys.stderr)
         return 2
     print(f"Wrote {folder}")
@@ -29,8 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Convert BTCV (Multi-Atlas Labeling Beyond the Cranial Vault, abdomen; RawData.zip from Synapse "
             "syn3193805) into nnU-Net v2's Dataset017_AbdominalOrganSegmentation with its 13 organ labels. "
             "Reads RAW_DIR/Training/img/img00XX.nii.gz and RAW_DIR/Training/label/label00XX.nii.gz, and "
-            "RAW_DIR/Testing/img/img00XX.nii.gz into imagesTs when present. Each label is checked against "
-            "its image geometry. Converted cases are skipped on a rerun."
+            "RAW_DIR/Testing/img/img00XX.nii.gz into imagesTs when present. Every source file is read "
+            "completely and each label is checked against its image geometry before anything is written. "
+            "Converted cases are skipped on a rerun unless their source files changed (size or modification "
+            "time), so a re-downloaded file is converted again."
         ),
     )
     parser.add_argument("raw_dir", metavar="RAW_DIR", help="the unzipped BTCV RawData folder (or its parent)")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_demo(Path(args.work_dir), QUICK if args.quick else DEFAULT)
     except DemoError as error:
-        print(f"\nnunet-scd demo failed: {error}", file=sys.stderr)
+        print(f"\nnnunet-scd demo failed: {error}", file=sys.stderr)
         return 1
     return 0
 

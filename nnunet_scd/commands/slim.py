@@ -7,6 +7,8 @@ import json
 import re
 import sys
 
+from nnunet_scd.commands.arguments import int_at_least
+
 
 def _budget(text: str) -> float:
     from nnunet_scd.search.derive import check_budget  # lazy: torch loads only when the command runs
@@ -28,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
         result = derive_slim_plans(
             args.dataset, args.configuration, args.fold, args.budget, trainer_name=args.trainer, plans=args.plans,
             checkpoint=args.checkpoint, repeats=args.repeats, rederive=args.rederive,
-            plans_name=args.plans_name, equal_heads=not args.uneven_heads,
+            plans_name=args.plans_name, equal_heads=not args.uneven_heads, overwrite=args.overwrite,
         )
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: a results or preprocessed file that cannot be read or written
         print(f"nnunet-scd slim: {error}", file=sys.stderr)
         return 2
     how = "reused from the existing plans (same architecture for every fold)" if result.reused_widths else "derived"
@@ -100,8 +102,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plans-name", default=None,
                         help="identifier of the slim plans to write (default <plans>_slim<budget>, e.g. 0.7 -> 0p7)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
-    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per network (default 20)")
-    parser.add_argument("--rederive", action="store_true", help="derive new widths even if the slim plans exist")
+    parser.add_argument("--repeats", type=int_at_least(1), default=20,
+                        help="timed forward passes per network (default 20)")
+    parser.add_argument("--rederive", action="store_true",
+                        help="derive new widths even if the slim plans exist (replaces them and this fold's weights)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace this fold's sliced weights if a rerun would write different ones (another "
+                             "checkpoint or budget); an identical rerun never needs it")
     parser.add_argument("--uneven-heads", action="store_true",
                         help="keep exactly the channels above the global threshold, so heads of a block may differ in "
                              "width (default: each block's kept heads share one width, one attention call per block)")

@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from nnunet_scd.commands.arguments import int_at_least
+from nnunet_scd.datasets.raw import MIN_TRAINING_CASES  # stdlib only, so --help stays fast
+
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_scd.datasets.phantom import summarize, write_phantom_dataset
@@ -18,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
             raw_root, dataset_id=args.dataset_id, num_cases=args.num_cases, shape=tuple(args.shape),
             seed=args.seed, name=args.name, num_test_cases=args.test_cases, progress=True,
         )
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, OSError) as error:  # FileExistsError, a file where a folder should be, no permission
         print(f"nnunet-scd synth: {error}", file=sys.stderr)
         return 2
     stats = summarize(folder)
@@ -29,13 +32,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"Next: nnUNetv2_plan_and_preprocess -d {args.dataset_id} --verify_dataset_integrity -c 3d_fullres")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,10 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "cases are kept, so an interrupted run resumes."
         ),
     )
-    parser.add_argument("-n", "--num-cases", type=_positive, default=12, help="training cases (default 12)")
-    parser.add_argument("--test-cases", type=int, default=0,
+    parser.add_argument("-n", "--num-cases", default=12,
+                        type=int_at_least(MIN_TRAINING_CASES, " (nnU-Net splits the training cases into 5 folds)"),
+                        help=f"training cases, at least {MIN_TRAINING_CASES} for nnU-Net's 5 folds (default 12)")
+    parser.add_argument("--test-cases", type=int_at_least(0), default=0,
                         help="extra cases in imagesTs/labelsTs (default 0)")
-    parser.add_argument("--shape", type=_positive, nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"),
+    parser.add_argument("--shape", type=int_at_least(1), nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"),
                         help="nominal image size in voxels, z y x; cases vary around it (default 48 96 96)")
     parser.add_argument("-d", "--dataset-id", type=int, default=990, help="nnU-Net dataset id (default 990)")
     parser.add_argument("--name", default="SCDPhantom", help="dataset name after the id (default SCDPhantom)")

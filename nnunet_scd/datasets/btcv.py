@@ -40,6 +40,8 @@ _IMAGE = re.compile(r"img(\d+)\.nii\.gz")
 _LABEL = re.compile(r"label(\d+)\.nii\.gz")
 # Label and image geometry may differ by float rounding in the NIfTI header, not more.
 _GEOMETRY_TOLERANCE = 1e-3
+# In the dataset folder: per converted case, the size and mtime of the source files it was made from.
+_SOURCES_FILE = "btcv_sources.json"
 
 
 class BTCVFolderError(ValueError):
@@ -101,14 +103,16 @@ def find_btcv_cases(raw_dir: str | Path) -> tuple[list[BTCVCase], list[BTCVCase]
     return training, testing
 
 
-def _checked_label(case: BTCVCase, image):  # (BTCVCase, sitk.Image) -> sitk.Image
-    """Read the label, check it fits its image and holds BTCV labels only; return it as uint8."""
+def _check_label(case: BTCVCase, label, image) -> None:  # (BTCVCase, sitk.Image, sitk.Image | reader) -> None
+    """Raise BTCVFolderError unless ``label`` fits its image's geometry and holds BTCV labels only.
+
+    ``image`` may be the image or a SimpleITK reader holding its header: only the geometry is used.
+    """
     import numpy as np
     import SimpleITK as sitk  # noqa: N813
 
-    label = sitk.ReadImage(str(case.label))
     errors = []
-    if label.GetSize() != image.GetSize():
+    if tuple(label.GetSize()) != tuple(image.GetSize()):
         errors.append(f"size {label.GetSize()} != image size {image.GetSize()}")
     for what in ("Spacing", "Origin", "Direction"):
         ours, theirs = getattr(label, f"Get{what}")(), getattr(image, f"Get{what}")()
@@ -117,52 +121,109 @@ def _checked_label(case: BTCVCase, image):  # (BTCVCase, sitk.Image) -> sitk.Ima
                           f"{tuple(round(v, 4) for v in theirs)}")
     if errors:
         raise BTCVFolderError(f"{case.label} does not match {case.image}: " + "; ".join(errors))
-    array = sitk.GetArrayViewFromImage(label)
-    values = np.unique(array)
-    unknown = [v for v in values.tolist() if v not in BTCV_LABELS.values()]
+    unknown = [v for v in np.unique(sitk.GetArrayViewFromImage(label)).tolist() if v not in BTCV_LABELS.values()]
     if unknown:
         raise BTCVFolderError(f"{case.label} holds values {unknown} outside the 13 BTCV labels (0..13)")
-    fixed = sitk.GetImageFromArray(array.astype(np.uint8))
-    fixed.CopyInformation(image)  # identical geometry, so nnU-Net's integrity check passes exactly
-    return fixed
+
+
+def _verify_sources(case: BTCVCase) -> None:
+    """Read every file of a case completely and check it, so that a bad source stops the run before it writes."""
+    import SimpleITK as sitk  # noqa: N813
+
+    from nnunet_scd.datasets.raw import check_image_readable
+
+    for path in (case.image, case.label):
+        if path is not None:
+            check_image_readable(path)
+    header = sitk.ImageFileReader()
+    header.SetFileName(str(case.image))
+    header.ReadImageInformation()
+    if header.GetDimension() != 3 or header.GetNumberOfComponents() != 1:
+        raise BTCVFolderError(f"{case.image} is not a single-channel 3D volume")
+    if case.label is not None:
+        _check_label(case, sitk.ReadImage(str(case.label)), header)
+
+
+def _stamp(case: BTCVCase) -> dict[str, list[int] | None]:
+    """What a converted case was made from: size and modification time of each source file.
+
+    A re-downloaded source differs in one of them, so its case is converted again.
+    """
+    def of(path: Path | None) -> list[int] | None:
+        return None if path is None else [path.stat().st_size, path.stat().st_mtime_ns]
+
+    return {"image": of(case.image), "label": of(case.label)}
+
+
+def _outputs(folder: Path, split: str, case: BTCVCase) -> tuple[Path, Path | None]:
+    from nnunet_scd.datasets.raw import FILE_ENDING
+
+    image = folder / f"images{split}" / f"{case.identifier}_0000{FILE_ENDING}"
+    label = folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}" if case.label is not None else None
+    return image, label
+
+
+def _convert_case(case: BTCVCase, image_out: Path, label_out: Path | None) -> None:
+    """Convert one verified case; its image and label appear together or not at all."""
+    import numpy as np
+    import SimpleITK as sitk  # noqa: N813
+
+    from nnunet_scd.datasets.raw import write_images_atomic
+
+    image = sitk.ReadImage(str(case.image))
+    items = [(image, image_out)]
+    if case.label is not None:
+        label = sitk.ReadImage(str(case.label))
+        fixed = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(label).astype(np.uint8))
+        fixed.CopyInformation(image)  # identical geometry, so nnU-Net's integrity check passes exactly
+        items.append((fixed, label_out))
+    write_images_atomic(items)
 
 
 def convert_btcv(raw_dir: str | Path, raw_root: str | Path, progress: bool = False) -> Path:
     """Convert BTCV ``RawData`` into ``<raw_root>/Dataset017_AbdominalOrganSegmentation``; returns it.
 
-    Cases already converted are skipped, so an interrupted conversion resumes.
+    Every source file that needs converting is first read completely and checked (``_verify_sources``),
+    so a truncated download or a wrong label stops the run before it writes anything. Cases already
+    converted from the same source files (same size and modification time, recorded in
+    ``btcv_sources.json``) are skipped, so an interrupted conversion resumes and a re-downloaded
+    file is converted again. ``dataset.json`` is written last: a folder without it is unfinished.
+    A failed first conversion removes the folder it created.
     """
-    import SimpleITK as sitk  # noqa: N813
+    import json
+
     from tqdm import tqdm
 
-    from nnunet_scd.datasets.raw import (
-        FILE_ENDING,
-        PARTIAL_DIR,
-        dataset_folder,
-        write_dataset_json,
-        write_image_atomic,
-    )
+    from nnunet_scd.datasets.raw import dataset_folder, write_dataset_json, write_text_atomic
 
     training, testing = find_btcv_cases(raw_dir)
     folder = dataset_folder(Path(raw_root), BTCV_DATASET_ID, BTCV_DATASET_NAME)
-    todo = [("Tr", c) for c in training] + [("Ts", c) for c in testing]
-    for split, case in tqdm(todo, desc=f"BTCV -> {folder.name}", unit="case", disable=not progress):
-        image_out = folder / f"images{split}" / f"{case.identifier}_0000{FILE_ENDING}"
-        label_out = folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}"
-        if image_out.is_file() and (case.label is None or label_out.is_file()):
-            continue
-        image = sitk.ReadImage(str(case.image))
-        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-            raise BTCVFolderError(f"{case.image} is not a single-channel 3D volume")
-        label = _checked_label(case, image) if case.label is not None else None
-        write_image_atomic(image, image_out)
-        if label is not None:  # written last: a training case is complete once its label exists
-            write_image_atomic(label, label_out)
-    write_dataset_json(
-        folder, BTCV_LABELS, len(training), {"0": "CT"}, dataset_name=folder.name,
-        reference="https://www.synapse.org/#!Synapse:syn3193805/wiki/217789",
-        description="Multi-Atlas Labeling Beyond the Cranial Vault (BTCV) abdomen, 13 organs, CT",
-        license="see Synapse syn3193805", converted_by="nnunet-scd convert-btcv",
-    )
-    shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
+    manifest_path = folder / _SOURCES_FILE
+    converted = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    todo = []
+    for split, case in [("Tr", c) for c in training] + [("Ts", c) for c in testing]:
+        outputs = [p for p in _outputs(folder, split, case) if p is not None]
+        if converted.get(case.identifier) != _stamp(case) or not all(p.is_file() for p in outputs):
+            todo.append((split, case))
+    for _, case in tqdm(todo, desc="checking the BTCV files", unit="case", disable=not progress):
+        _verify_sources(case)
+
+    created = not folder.exists()
+    try:
+        if todo:  # the folder is unfinished until every case is in again
+            (folder / "dataset.json").unlink(missing_ok=True)
+        for split, case in tqdm(todo, desc=f"BTCV -> {folder.name}", unit="case", disable=not progress):
+            _convert_case(case, *_outputs(folder, split, case))
+            converted[case.identifier] = _stamp(case)
+            write_text_atomic(json.dumps(converted, indent=1), manifest_path)
+        write_dataset_json(
+            folder, BTCV_LABELS, len(training), {"0": "CT"}, dataset_name=folder.name,
+            reference="https://www.synapse.org/#!Synapse:syn3193805/wiki/217789",
+            description="Multi-Atlas Labeling Beyond the Cranial Vault (BTCV) abdomen, 13 organs, CT",
+            license="see Synapse syn3193805", converted_by="nnunet-scd convert-btcv",
+        )
+    except Exception:
+        if created:  # nothing of this run is worth keeping; an interrupt (not an Exception) keeps it to resume
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder

@@ -18,13 +18,12 @@ field of view is about 77 mm, so the torso is a miniature with realistic proport
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_scd.datasets.raw import PARTIAL_DIR
+from nnunet_scd.datasets.raw import MIN_TRAINING_CASES
 
 # Bump when the generator's output changes, so cached datasets from older code are not reused.
 GENERATOR_VERSION = 1
@@ -267,25 +266,31 @@ def write_phantom_dataset(
         FILE_ENDING,
         dataset_folder,
         write_dataset_json,
-        write_image_atomic,
+        write_images_atomic,
         write_text_atomic,
     )
 
-    if num_cases < 2:
-        raise ValueError(f"num_cases must be at least 2 (nnU-Net's 5-fold split needs two), got {num_cases}")
+    if num_cases < MIN_TRAINING_CASES:
+        raise ValueError(f"at least {MIN_TRAINING_CASES} training cases are needed, got {num_cases}: nnU-Net splits "
+                         f"them into 5 cross-validation folds before it trains any fold")
+    if num_test_cases < 0:
+        raise ValueError(f"the number of test cases cannot be negative, got {num_test_cases}")
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes (z, y, x), each at least 8, got {shape}")
     folder = dataset_folder(Path(raw_root), dataset_id, name)
     params = {"generator": f"nnunet_scd.datasets.phantom v{GENERATOR_VERSION}", "seed": int(seed),
               "shape_zyx": [int(s) for s in shape], "spacing_xyz": [float(s) for s in spacing_xyz]}
     manifest_path = folder / "phantom.json"
+    # Listed before the manifest is read, and other runs' temporary files ignored: a run that starts while
+    # another writes this dataset then sees that run's phantom.json, not a foreign folder.
+    occupied = folder.is_dir() and any(not p.name.startswith(".tmp_") for p in folder.iterdir())
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     if manifest is not None and manifest.get("params") != params:
         raise FileExistsError(
             f"{folder} was generated with {manifest.get('params')}, not {params}. Remove the folder or use "
             "another dataset id."
         )
-    if manifest is None and folder.is_dir() and any(folder.iterdir()):
+    if manifest is None and occupied:
         raise FileExistsError(
             f"{folder} exists but holds no phantom.json, so it is not a phantom dataset; not touching it. "
             "Use another dataset id or remove the folder."
@@ -313,9 +318,9 @@ def write_phantom_dataset(
         if image_path.is_file() and label_path.is_file() and case in cases:
             continue
         phantom = generate_phantom(_case_rng(seed, split_id, index), shape, spacing_xyz)
-        write_image_atomic(_to_sitk(phantom.image, phantom.spacing_xyz), image_path)
-        # The label goes last: a case counts as complete only when its label exists.
-        write_image_atomic(_to_sitk(phantom.label, phantom.spacing_xyz), label_path)
+        # Image and label appear together, the label last: a case counts as complete once its label exists.
+        write_images_atomic([(_to_sitk(phantom.image, phantom.spacing_xyz), image_path),
+                             (_to_sitk(phantom.label, phantom.spacing_xyz), label_path)])
         counts = np.bincount(phantom.label.ravel(), minlength=len(LABELS))
         cases[case] = {"shape_zyx": list(phantom.image.shape), "spacing_xyz": list(phantom.spacing_xyz),
                        "foreground_fraction": round(phantom.foreground_fraction, 6),
@@ -327,7 +332,6 @@ def write_phantom_dataset(
         description="Synthetic abdominal-CT-like phantoms from nnunet-scd (seeded, not patient data).",
         license="CC0 (synthetic)", converted_by="nnunet-scd synth",
     )
-    shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
     return folder
 
 

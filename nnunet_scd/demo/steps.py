@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
 
 __all__ = ["DemoError", "Workspace", "log", "nnunet_script", "run_logged", "stage"]
@@ -251,8 +252,8 @@ def stage_validation_cases(ws: Workspace) -> tuple[Path, Path]:
         for src, dst in ((raw / "imagesTr" / f"{key}_0000.nii.gz", images / f"{key}_0000.nii.gz"),
                          (raw / "labelsTr" / f"{key}.nii.gz", labels / f"{key}.nii.gz")):
             if not dst.is_file():
-                shutil.copyfile(src, dst.with_suffix(".tmp"))
-                os.replace(dst.with_suffix(".tmp"), dst)
+                with atomic_target(dst) as tmp:
+                    shutil.copyfile(src, tmp)
     return images, labels
 
 

@@ -7,6 +7,7 @@ scorer runs and the network is the dense UNETR with the same encoder.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,8 @@ TOKEN_SELECTIONS = ("stp", "random")
 
 
 def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequence[float]) -> None:
+    if not all(isinstance(b, numbers.Integral) for b in prune_after):  # int() would turn 1.5 into 1 silently
+        raise ValueError(f"prune_after holds block indices, which are integers, got {tuple(prune_after)}.")
     if len(prune_after) != len(keep_ratios):
         raise ValueError(
             f"prune_after {tuple(prune_after)} and keep_ratios {tuple(keep_ratios)} must have the same length "
@@ -45,6 +48,27 @@ def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequenc
             f"prune_after holds 1-based block indices from 1 to depth - 1 = {depth - 1} (pruning after the last "
             f"block saves nothing), got {tuple(prune_after)}."
         )
+
+
+def _check_sizes(**sizes: float | None) -> None:
+    """A ValueError naming the first keyword out of range; the network would fail later and less clearly.
+
+    ``name=value`` pairs; the name decides the rule: ``drop_path_rate`` in [0, 1), ``mlp_ratio`` above 0,
+    ``completion_depth`` an integer >= 0 (0: token assembly without a completion block), anything else an
+    integer >= 1. None (a default) passes.
+    """
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        if name == "drop_path_rate":
+            ok, rule = 0.0 <= value < 1.0, "in [0, 1) (a probability of dropping a block)"
+        elif name == "mlp_ratio":
+            ok, rule = value > 0, "above 0"
+        else:
+            minimum = 0 if name == "completion_depth" else 1
+            ok, rule = isinstance(value, numbers.Integral) and value >= minimum, f"an integer of at least {minimum}"
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {value!r}.")
 
 
 class SCDNet(nn.Module):
@@ -111,6 +135,10 @@ class SCDNet(nn.Module):
         token_selection: str = "stp",
     ) -> None:
         super().__init__()
+        _check_sizes(input_channels=input_channels, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
+                     num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+                     completion_dim=completion_dim, completion_depth=completion_depth,
+                     completion_heads=completion_heads, feature_size=feature_size)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.token_size = tuple(int(t) for t in token_size)
         self.token_grid = token_grid(self.patch_size, self.token_size)
@@ -264,6 +292,8 @@ class SCDNet(nn.Module):
                 f"SCDNet was built for {ndim}D images and expects input of shape (B, C, {', '.join('S' * ndim)}), "
                 f"got a tensor with {x.ndim} dimensions {tuple(x.shape)}."
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"SCDNet got an empty batch {tuple(x.shape)}; pass at least one image.")
         if x.shape[1] != self.input_channels:
             raise ValueError(
                 f"SCDNet was built for {self.input_channels} input channel(s) but the input has {x.shape[1]}; "

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from nnunet_scd.datasets.raw import write_text_atomic
+from nnunet_scd.atomic import atomic_target, write_text_atomic
 from nnunet_scd.nnunet import search_trainers
+from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, read_checkpoint
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, _normalise, plans_identifier
 from nnunet_scd.search import (
     Cost,
@@ -24,6 +26,7 @@ from nnunet_scd.search import (
     check_budget,
     derive_keep,
     fit_keep,
+    keep_widths,
     measure_costs,
     slice_blocks,
 )
@@ -64,14 +67,67 @@ def _search_trainer(name: str) -> type:
     return trainer
 
 
-def _save_atomically(state: dict, path: Path) -> None:
-    """``torch.save`` through a temporary file renamed into place: an interrupted run leaves no half-written file."""
-    tmp = path.with_name(f"{path.name}.tmp")
+def _dataset_name(dataset: str | int) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
     try:
+        return maybe_convert_to_dataset_name(dataset)
+    except RuntimeError:  # nnU-Net's message lists every folder over several lines
+        raise ValueError(
+            f"nnU-Net knows no dataset {dataset!r}: no Dataset{dataset}_* folder in nnUNet_raw or nnUNet_preprocessed "
+            "(check the id and those environment variables)."
+        ) from None
+
+
+def _recorded(plans_file: Path, configuration: str, trainer_name: str) -> dict | None:
+    """The slim record of ``configuration`` in existing slim plans (None if none), from the same search trainer."""
+    if not plans_file.is_file():
+        return None
+    recorded = json.loads(plans_file.read_text())["configurations"].get(configuration, {}).get(SLIM_PLANS_KEY)
+    if recorded is not None and recorded["search_trainer"] != trainer_name:
+        raise ValueError(
+            f"{plans_file} was derived from {recorded['search_trainer']}, not {trainer_name}; pass --rederive "
+            "to overwrite it, or --plans-name to write the slim plans of this trainer under another name."
+        )
+    return recorded
+
+
+def _keep_for(network: nn.Module, recorded: dict | None, fold: int, budget: float, equal_heads: bool) -> list:
+    """The channels to keep: derived at ``budget``, or fitted to the widths the plans record.
+
+    The fold the recorded widths were derived from derives them again, so a rerun keeps the very
+    channels the first run kept (``fit_keep`` ranks heads differently and would pick others).
+    """
+    if recorded is None:
+        return derive_keep(network, budget, equal_heads)
+    if recorded.get("source_fold") == fold:
+        keep = derive_keep(network, recorded["budget"], recorded.get("equal_heads", equal_heads))
+        if keep_widths(keep) == recorded["blocks"]:
+            return keep
+    return fit_keep(network, recorded["blocks"])
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path, overwrite: bool) -> bool:
+    """Save the sliced weights atomically; False when identical weights are already there.
+
+    Different weights already saved for this fold (from another checkpoint, budget or derivation)
+    may be what a slim training started from, so they are replaced only when ``overwrite``.
+    """
+    if path.is_file():
+        try:
+            old = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable: nothing worth keeping
+            old = None
+        if old is not None and old.keys() == state.keys() and all(torch.equal(old[k], state[k]) for k in state):
+            return False
+        if old is not None and not overwrite:
+            raise ValueError(
+                f"{path} already holds other sliced weights for this fold; a slim training may have started from "
+                "them. Pass --overwrite to replace them, or --plans-name to write the slim plans under another name."
+            )
+    with atomic_target(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return True
 
 
 def derive_slim_plans(
@@ -86,16 +142,22 @@ def derive_slim_plans(
     rederive: bool = False,
     plans_name: str | None = None,
     equal_heads: bool = True,
+    overwrite: bool = False,
 ) -> SlimResult:
     """Slice one fold's search run at ``budget`` and write ``<plans>_slim<budget>`` (or ``plans_name``) plans
-    plus weights."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    plus weights.
+
+    A rerun on the same fold and checkpoint keeps the same channels and leaves the saved weights as
+    they are; weights that would differ replace the saved ones only with ``overwrite`` (or ``rederive``).
+    """
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     budget = check_budget(budget)
     trainer = _search_trainer(trainer_name)
-    dataset_name = maybe_convert_to_dataset_name(dataset)
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1 (timed passes per network), got {repeats}.")
+    dataset_name = _dataset_name(dataset)
     run = _env_folder("nnUNet_results") / dataset_name / f"{trainer_name}__{plans}__{configuration}"
     checkpoint_file = run / f"fold_{fold}" / checkpoint
     if not checkpoint_file.is_file():
@@ -114,7 +176,11 @@ def derive_slim_plans(
     args = (plans_manager, config_manager, channels, classes, False)
 
     network = trainer.build_network_architecture(*args)
-    saved = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    try:
+        saved = read_checkpoint(checkpoint_file)
+    except CorruptCheckpointError as error:
+        raise ValueError(f"{error}. Use another checkpoint of the run (--checkpoint checkpoint_best.pth or "
+                         "checkpoint_latest.pth) or train the search again.") from None
     if saved.get("trainer_name") not in (None, trainer_name):
         raise ValueError(f"{checkpoint_file} was written by {saved['trainer_name']}, not by {trainer_name}.")
     try:
@@ -129,34 +195,31 @@ def derive_slim_plans(
     new_id = plans_name or plans_identifier(plans, budget)
     preprocessed = _env_folder("nnUNet_preprocessed") / dataset_name
     plans_file = preprocessed / f"{new_id}.json"
-    recorded = None
-    if plans_file.is_file() and not rederive:
-        recorded = json.loads(plans_file.read_text())["configurations"].get(configuration, {}).get(SLIM_PLANS_KEY)
-        if recorded is not None and recorded["search_trainer"] != trainer_name:
-            raise ValueError(
-                f"{plans_file} was derived from {recorded['search_trainer']}, not {trainer_name}; pass --rederive "
-                "to overwrite it, or --plans-name to write the slim plans of this trainer under another name."
-            )
-    keep = fit_keep(network, recorded["blocks"]) if recorded else derive_keep(network, budget, equal_heads)
+    existed = plans_file.is_file()  # before reading: plans another run writes from now on must not be replaced
+    recorded = None if rederive else _recorded(plans_file, configuration, trainer_name)
+    keep = _keep_for(network, recorded, fold, budget, equal_heads)
+    weights_dir = f"{new_id}_sliced_weights"
+    if recorded is None:
+        new_plans = json.loads(json.dumps(plans_dict))
+        new_plans["plans_name"] = new_id
+        new_plans["configurations"][configuration][SLIM_PLANS_KEY] = {
+            "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
+            "equal_heads": equal_heads, "network": _normalise(trainer.network_kwargs()), "blocks": keep_widths(keep),
+            "weights": weights_dir,
+        }
+        try:  # another fold's run may have written these plans since: then its widths are the ones to take
+            write_text_atomic(json.dumps(new_plans, indent=4), plans_file, exclusive=not existed)
+        except FileExistsError:
+            recorded = _recorded(plans_file, configuration, trainer_name)
+            keep = _keep_for(network, recorded, fold, budget, equal_heads)
 
     x = torch.randn(1, channels, *config_manager.patch_size)
     masked_output = network(x)
     slice_blocks(network, keep)
     change = (network(x) - masked_output).abs().max().item()
     widths = block_widths(network)
-
-    weights_dir = f"{new_id}_sliced_weights"
-    (preprocessed / weights_dir).mkdir(parents=True, exist_ok=True)
     weights_file = preprocessed / weights_dir / f"fold_{fold}.pth"
-    _save_atomically(network.state_dict(), weights_file)
-    if not recorded:
-        new_plans = json.loads(json.dumps(plans_dict))
-        new_plans["plans_name"] = new_id
-        new_plans["configurations"][configuration][SLIM_PLANS_KEY] = {
-            "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
-            "network": _normalise(trainer.network_kwargs()), "blocks": widths, "weights": weights_dir,
-        }
-        write_text_atomic(json.dumps(new_plans, indent=4), plans_file)
+    _save_weights(network.state_dict(), weights_file, overwrite or rederive)
 
     # The same trainer's network without the masks (dense timm blocks): what the search run would have been.
     dense = super(search_trainers._SearchMixin, trainer).build_network_architecture(*args)

@@ -9,12 +9,13 @@ relative to the rest of the network on the training batches, and plot both into
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
+
+from nnunet_scd.atomic import atomic_target
 
 __all__ = ["bare_network", "foreground_masks", "plot_token_selection", "scd_network", "scorer_grad_ratios"]
 
@@ -98,8 +99,7 @@ def plot_token_selection(logged: Mapping[str, Sequence], path: str, title: str =
             axes[1].set_yscale("log")
         fig.suptitle(title or "STP token selection", fontsize=10)
         fig.tight_layout()
-        tmp = f"{path[:-4]}.tmp.png"
-        fig.savefig(tmp)
+        with atomic_target(path, suffix=".png") as tmp:  # savefig picks the format by the ending
+            fig.savefig(tmp)
         plt.close(fig)
-    os.replace(tmp, path)
     return path

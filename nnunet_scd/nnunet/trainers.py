@@ -21,7 +21,9 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import autocast, nn
 
+from nnunet_scd.atomic import atomic_target
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.nnunet.token_diagnostics import (
@@ -343,13 +345,41 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         leaves a truncated checkpoint that ``--c`` then fails on. The rename is atomic, so the
         target is always either the previous or the new complete checkpoint.
         """
-        tmp = f"{filename}.tmp"
-        super().save_checkpoint(tmp)
-        if not os.path.isfile(tmp):  # not rank 0, or checkpointing disabled
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # writes nothing (and says so where nnU-Net does)
             return
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
+        with atomic_target(filename, fsync=True) as tmp:
+            super().save_checkpoint(tmp)
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's loading, but an unreadable checkpoint is named instead of torch's anonymous error.
+
+        With ``--c`` nnU-Net picks ``checkpoint_latest.pth``; if that one is corrupt, training
+        continues from ``checkpoint_best.pth`` (an earlier epoch) with a line in the log. Otherwise
+        the run stops with one line naming the file and what to do.
+        """
+        if isinstance(filename_or_checkpoint, str):
+            filename_or_checkpoint = self._readable_checkpoint(filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def _readable_checkpoint(self, filename: str) -> str:
+        try:
+            check_checkpoint_readable(filename)
+            return filename
+        except CorruptCheckpointError as error:
+            for fallback in fallback_checkpoints(filename):
+                try:
+                    check_checkpoint_readable(fallback)
+                except CorruptCheckpointError:
+                    continue
+                self.print_to_log_file(f"WARNING: {error}. Continuing from {fallback} instead, which holds an "
+                                       "earlier epoch.")
+                return str(fallback)
+            # SystemExit: nnUNetv2_train prints its message alone, where any other exception ends in a traceback.
+            raise SystemExit(
+                f"nnunet-scd: {error}. Move it away and rerun: with --c nnU-Net then continues from the next "
+                "checkpoint it finds (checkpoint_latest.pth, checkpoint_best.pth), without --c it starts over."
+            ) from None
 
 
 # ---------------------------------------------------------------------- variants

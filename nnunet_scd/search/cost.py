@@ -86,8 +86,8 @@ def encoder_cost(network: nn.Module) -> EncoderCost:
         _block_fixed_params(b) for b in blocks)
     attn_params, attn_flops, mlp_params, mlp_flops = [], [], [], []
     for block, n in zip(blocks, tokens):
-        dim = block.norm1.normalized_shape[0]
-        qkv_bias = 3 if block.attn.qkv.bias is not None else 0
+        dim = block.norm2.normalized_shape[0]  # norm1 is gone in a block without heads
+        qkv_bias = 3 if block.attn.qkv_bias else 0
         attn_params.append(4 * dim + qkv_bias)  # q, k, v rows and a proj column
         # q, k, v and proj: 2 * n * dim each; q.k^T and attention x v: 2 * n^2 each.
         attn_flops.append(8 * n * dim + 4 * n * n)

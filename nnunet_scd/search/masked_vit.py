@@ -7,7 +7,10 @@ One module family serves both halves of the joint search:
   activation (as ViT-Slim).
 - **slim**: per-head widths that may differ (uneven, zero drops the head), no masks. Heads are
   stored grouped by width, so each group is one contiguous slice of the qkv output and one
-  ``scaled_dot_product_attention`` call, with no padding.
+  ``scaled_dot_product_attention`` call, with no padding. A block whose every head was pruned
+  keeps of its attention branch only the projection bias, a constant added to the residual: it
+  has no ``norm1`` and no ``qkv``, so no parameter of it is left without a gradient (which
+  DistributedDataParallel, as nnU-Net uses it, refuses).
 
 The softmax scale stays that of the dense head width, so a sliced head computes exactly what the
 masked head computed on its kept channels. State-dict names match timm's ``Block`` (``norm1``,
@@ -25,7 +28,11 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-__all__ = ["SlimAttention", "SlimBlock", "SlimMlp", "head_groups"]
+__all__ = ["SlimAttention", "SlimBlock", "SlimMlp", "drop_headless_keys", "head_groups"]
+
+# What a block without heads used to store and no longer has: weights sliced or trained before, nnunet-scd
+# slim files and slim checkpoints, still load.
+_HEADLESS_KEYS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias")
 
 
 def head_groups(head_dims: Sequence[int]) -> list[tuple[int, int]]:
@@ -67,9 +74,11 @@ class SlimAttention(nn.Module):
         self.scale = float(scale if scale is not None else self.head_dims[0] ** -0.5)
         self.groups = head_groups(self.head_dims)
         self.inner_dim = sum(self.head_dims)
+        self.qkv_bias = qkv_bias
         with warnings.catch_warnings():  # every head pruned: proj keeps only its bias
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            self.qkv = nn.Linear(dim, 3 * self.inner_dim, bias=qkv_bias)
+            # Every head pruned: no input projection at all, since nothing would read it.
+            self.qkv = nn.Linear(dim, 3 * self.inner_dim, bias=qkv_bias) if self.head_dims else None
             self.proj = nn.Linear(self.inner_dim, dim)
         self.head_mask = (
             nn.Parameter(torch.ones(len(self.head_dims), self.head_dims[0])) if masked and self.head_dims else None
@@ -77,7 +86,7 @@ class SlimAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
-        if not self.groups:  # every head pruned: only the projection bias is left
+        if not self.groups:  # every head pruned: only the projection bias is left (x is not read)
             return self.proj(x.new_zeros(batch, tokens, 0))
         if len(self.groups) == 1:
             heads, width = self.groups[0]
@@ -142,8 +151,11 @@ class SlimBlock(nn.Module):
         masked: bool = False,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        # Without heads the attention branch does not read its input, so its norm would get no gradient.
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6) if len(head_dims) else nn.Identity()
         self.attn = SlimAttention(dim, head_dims, qkv_bias=qkv_bias, scale=scale, masked=masked)
+        if not self.attn.head_dims:
+            self.register_load_state_dict_pre_hook(_drop_headless_block_keys)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = SlimMlp(dim, mlp_hidden, masked=masked)
@@ -157,3 +169,15 @@ class SlimBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+def _drop_headless_block_keys(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    for key in _HEADLESS_KEYS:
+        state_dict.pop(prefix + key, None)
+
+
+def drop_headless_keys(network: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the keys that ``network``'s head-less blocks no longer have (weights from before)."""
+    stale = {f"{name}.{key}" for name, module in network.named_modules()
+             if isinstance(module, SlimBlock) and not module.attn.head_dims for key in _HEADLESS_KEYS}
+    return {k: v for k, v in state.items() if k not in stale}

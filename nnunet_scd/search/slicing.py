@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnunet_scd.search.masked_vit import SlimBlock
+from nnunet_scd.search.masked_vit import SlimBlock, drop_headless_keys
 
 __all__ = [
     "apply_widths",
@@ -95,11 +95,12 @@ def slice_block(block: SlimBlock, keep_attn: torch.Tensor, keep_mlp: torch.Tenso
         dim, [widths[h] for h in order], len(neurons), qkv_bias=attn.qkv.bias is not None,
         drop_path=_drop_rate(block), scale=attn.scale,
     ).to(attn.qkv.weight.device)
-    inner = heads * head_dim
-    rows = torch.cat([s * inner + channels for s in range(3)])
-    sliced.attn.qkv.weight.copy_(attn.qkv.weight[rows] * scale.repeat(3)[:, None])
-    if attn.qkv.bias is not None:
-        sliced.attn.qkv.bias.copy_(attn.qkv.bias[rows] * scale.repeat(3))
+    if sliced.attn.qkv is not None:  # None: every head pruned
+        inner = heads * head_dim
+        rows = torch.cat([s * inner + channels for s in range(3)])
+        sliced.attn.qkv.weight.copy_(attn.qkv.weight[rows] * scale.repeat(3)[:, None])
+        if attn.qkv.bias is not None:
+            sliced.attn.qkv.bias.copy_(attn.qkv.bias[rows] * scale.repeat(3))
     sliced.attn.proj.weight.copy_(attn.proj.weight[:, channels])
     sliced.attn.proj.bias.copy_(attn.proj.bias)
     sliced.mlp.fc1.weight.copy_(mlp.fc1.weight[neurons])
@@ -107,7 +108,8 @@ def slice_block(block: SlimBlock, keep_attn: torch.Tensor, keep_mlp: torch.Tenso
     sliced.mlp.fc2.weight.copy_(mlp.fc2.weight[:, neurons] * mlp.neuron_mask[neurons])
     sliced.mlp.fc2.bias.copy_(mlp.fc2.bias)
     for name in ("norm1", "norm2"):
-        getattr(sliced, name).load_state_dict(getattr(block, name).state_dict())
+        if isinstance(getattr(sliced, name), nn.LayerNorm):  # a block without heads has no norm1
+            getattr(sliced, name).load_state_dict(getattr(block, name).state_dict())
     return sliced
 
 
@@ -151,6 +153,7 @@ def apply_widths(network: nn.Module, widths: Sequence[dict[str, Any]]) -> nn.Mod
 
 def load_sliced_state(network: nn.Module, state: dict[str, torch.Tensor], source: str = "the sliced weights") -> None:
     """Load a sliced state dict, with a ValueError naming the first mismatch instead of a shape dump."""
+    state = drop_headless_keys(network, state)
     own = network.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -1,0 +1,46 @@
+"""``nnunet-scd bench`` refuses nonsense numbers with one line, before it builds or times anything."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from nnunet_scd.commands import bench
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnunet-scd")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--warmup", "-1"], "--warmup: must be at least 0, got -1"),  # was a StatisticsError after the timing
+    (["--repeats", "0"], "--repeats: must be at least 1, got 0"),
+    (["--feature-size", "0"], "--feature-size: must be at least 1, got 0"),  # was a conv3d RuntimeError
+    (["--completion-dim", "0"], "--completion-dim: must be at least 1"),
+    (["--completion-depth", "-2"], "--completion-depth: must be at least 0, got -2"),  # ran with no completion
+    (["--whole-volume", "--volume-scale", "0"], "--volume-scale: must be a number of at least 1, got 0"),
+])
+def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(*argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_network_scdnet_refuses_is_a_one_line_error_before_timing():
+    from nnunet_scd.bench.configs import CONFIGS
+
+    config = CONFIGS["tiny"].with_extra(completion_dim=7, completion_heads=2)
+    with pytest.raises(SystemExit, match="not a valid SCDNet: completion width 7 is not divisible by its 2 heads"):
+        bench._check_network(config)
+
+
+def test_an_odd_completion_width_gets_a_network_with_heads_that_divide_it():
+    # The issue's `--completion-dim 7` was a traceback; SCDNet now picks heads that divide the width.
+    from nnunet_scd.bench.configs import CONFIGS
+
+    bench._check_network(CONFIGS["tiny"].with_extra(completion_dim=7))
