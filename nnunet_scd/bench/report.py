@@ -96,7 +96,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
 
 def write_json(results: Mapping[str, Any], path: Path) -> None:
-    """Headline ratios at the top level (the DESIGN.md contract), everything else beside them."""
+    """Headline ratios at the top level (``RATIO_KEYS``, which scripts read), everything else beside them."""
     payload = {**results["ratios"], **{k: v for k, v in results.items() if k != "ratios"}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

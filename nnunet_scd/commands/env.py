@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-# The shim folder sits beside the package in a source checkout (DESIGN.md layout).
+# The shim folder sits beside the package in a source checkout (README, "Layout").
 TRAINER_SHIM_DIR = Path(__file__).resolve().parents[2] / "trainers"
 
 

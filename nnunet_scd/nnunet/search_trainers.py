@@ -84,12 +84,9 @@ class _PenalisedLoss:
 class _SearchMixin:
     """Masks on every encoder block, trained with the weights under an L1 penalty.
 
-    The penalty weights are far below ViT-Slim's 1e-4: under nnU-Net's loss the task gradient on one
-    mask was 1e-8 to 1e-5 (per-block medians 6e-8 to 3e-6, Tiny UNETR after 300 iterations on the
-    phantoms), so at 1e-4 the penalty outweighed it on every mask and all masks fell alike (by
-    the same 0.18 in 300 iterations, or all to zero with a 20x mask learning rate), leaving no
-    ranking to derive from. At 2e-6 the masks a block needs hold up and the rest fall, early
-    blocks keeping more.
+    The penalty weights are far below ViT-Slim's 1e-4, because nnU-Net's loss gives a mask a much
+    smaller task gradient: at 1e-4 every mask falls alike and leaves no ranking to derive widths
+    from (README, "Joint search compression").
     """
 
     attn_penalty: float = 2e-6
@@ -266,8 +263,7 @@ class _ShortSearchRun(ShortRunRecipe):
     """One stage of a CPU search-then-fine-tune run: 12 epochs of 25 training and 5 validation iterations.
 
     The short-run recipe (lr 1e-3 after a warm-up, a checkpoint every epoch, no test-time mirroring),
-    because the Tiny recipe's lr 3e-4 barely learns in 300 iterations. About 5 minutes per stage on
-    two unloaded CPU cores at the demo's phantom size.
+    because the Tiny recipe's lr 3e-4 barely learns in 300 iterations.
     """
 
     epochs = 12
@@ -284,10 +280,8 @@ class _ShortReferenceRun(_ShortSearchRun):
 class _ShortSearchRunFastMasks(_ShortSearchRun):
     """The short search stage with the masks at 10 x the weights' learning rate.
 
-    Adam moves a parameter by about its learning rate per step, so in 300 steps at 1e-3 (with
-    warm-up and decay) a mask can travel about 0.18 from its initial 1: too little to separate the
-    channels a block needs from the rest. At 10 x, the masks of unneeded channels reach zero
-    within the run while the weights train at the usual rate.
+    Adam moves a parameter by about its learning rate per step, so in 300 steps at 1e-3 a mask
+    cannot travel far enough from 1 to separate the channels a block needs from the rest.
     """
 
     mask_lr_scale = 10.0

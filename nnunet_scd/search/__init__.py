@@ -3,7 +3,7 @@
 from nnunet_scd.search.cost import EncoderCost, block_tokens, encoder_cost
 from nnunet_scd.search.derive import check_budget, derive_keep, fit_keep, global_keep, keep_widths
 from nnunet_scd.search.masked_vit import SlimAttention, SlimBlock, SlimMlp
-from nnunet_scd.search.measure import Cost, measure_cost, measure_costs
+from nnunet_scd.search.measure import Cost, measure_costs
 from nnunet_scd.search.penalty import mask_penalty, mask_statistics
 from nnunet_scd.search.pixel_classifier import PixelClassifier, WithPixelClassifier
 from nnunet_scd.search.slicing import (
@@ -37,7 +37,6 @@ __all__ = [
     "mask_blocks",
     "mask_penalty",
     "mask_statistics",
-    "measure_cost",
     "measure_costs",
     "masked_blocks",
     "slice_block",

@@ -21,9 +21,8 @@ from torch import nn
 from nnunet_scd.search.cost import EncoderCost, encoder_cost
 from nnunet_scd.search.slicing import masked_blocks
 
-__all__ = ["DIMENSIONS", "check_budget", "derive_keep", "fit_keep", "global_keep", "keep_widths", "uniform_heads"]
+__all__ = ["check_budget", "derive_keep", "fit_keep", "global_keep", "keep_widths", "uniform_heads"]
 
-DIMENSIONS = ("attn", "mlp")
 _BISECTIONS = 40  # the scale's resolution 2^-40: finer than one channel of any encoder
 
 
@@ -93,9 +92,8 @@ def uniform_heads(keep_attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     The heads that kept any channel stay, each with ``floor(kept / heads)`` channels, its largest
     |mask| values; never more channels than ``keep_attn`` had, so a selection within budget stays
-    within it. One width per block means one attention call per block: on two CPU cores a block
-    with head widths 48, 46, 43, 38 (four calls) took 5.04 ms against 4.50 ms for 4 x 44 at the
-    same FLOPs, and the softmax, which costs per head whatever its width, is not in the FLOPs.
+    within it. One width per block means one attention call per block, which is faster at the same
+    FLOPs (README, "Equal head widths per block").
 
     Args:
         keep_attn: bool (H, d_head), the channels a global threshold kept.

@@ -18,7 +18,7 @@ from torch import nn
 
 from nnunet_scd.flops import forward_flops
 
-__all__ = ["Cost", "encoder_modules", "measure_cost", "measure_costs"]
+__all__ = ["Cost", "encoder_modules", "measure_costs"]
 
 @dataclass(frozen=True)
 class Cost:
@@ -132,7 +132,3 @@ def measure_costs(
         for name in networks
     }
 
-
-def measure_cost(network: nn.Module, x: torch.Tensor, repeats: int = 20, warmup: int = 2) -> Cost:
-    """Parameters, FLOPs and median latency of one network (an SCDNet, possibly wrapped) on input ``x``."""
-    return measure_costs({"network": network}, x, repeats, warmup=warmup)["network"]
