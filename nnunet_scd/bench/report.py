@@ -112,6 +112,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def plot_sweep(results: Mapping[str, Any], path: Path) -> None:
     """Speed-up against keep ratio (train and inference), with the FLOP ratio as the ideal."""
+    # Imported here: the Agg backend must be chosen before pyplot loads, and a run that never plots never loads it.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
+from tqdm import tqdm
 
 from nnunet_scd.model import stp
 from nnunet_scd.model.scd import SCDNet
@@ -126,8 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per candidate (default 3)")
     parser.add_argument("--steps", type=int, default=150, help="training steps per run (default 150)")
     args = parser.parse_args(argv)
-    from tqdm import tqdm
-
     print(f"| candidate | recall of the 10 known cells, mean ± sd over {args.seeds} seeds | per seed |")
     print("|---|---|---|")
     for candidate in tqdm(CANDIDATES, desc="candidates", leave=False):

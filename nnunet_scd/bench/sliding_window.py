@@ -8,11 +8,15 @@ planned for the same patch (32 features doubling to 320, pooling down to a 4-vox
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
 from nnunet_scd.bench.configs import BenchConfig
@@ -23,8 +27,6 @@ __all__ = ["plain_conv_unet", "time_sliding_window"]
 
 def plain_conv_unet(config: BenchConfig) -> nn.Module:
     """Stock nnU-Net 3d_fullres topology for ``config.patch_size`` (no deep supervision)."""
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-
     # nnU-Net pools an axis while it stays >= 8 before pooling (bottleneck >= 4), max 5 poolings here.
     strides = [[1] * len(config.patch_size)]
     size = list(config.patch_size)
@@ -44,9 +46,6 @@ def plain_conv_unet(config: BenchConfig) -> nn.Module:
 
 
 def _predictor(network: nn.Module, config: BenchConfig, device: torch.device) -> Any:
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
-
     configuration = {"patch_size": list(config.patch_size), "architecture": {"network_class_name": "benchmark"}}
     plans = PlansManager({"plans_name": "bench", "configurations": {"3d_fullres": configuration}})
     dataset_json = {"labels": {"background": 0, **{f"class{i}": i for i in range(1, config.num_classes)}},
@@ -66,8 +65,6 @@ def time_sliding_window(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Seconds to predict one random volume of ``volume_scale`` x the patch, per network (median of repeats)."""
-    import statistics
-
     configure_backends(device)
     shape = tuple(int(round(p * volume_scale)) for p in config.patch_size)
     volume = torch.randn(config.input_channels, *shape, generator=torch.Generator().manual_seed(0))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from nnunet_scd.commands.arguments import float_at_least, int_at_least
@@ -25,6 +27,7 @@ def _keep_list(text: str) -> list[float]:
 
 
 def _device(name: str):
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
@@ -47,8 +50,7 @@ def _check_network(config) -> None:  # (BenchConfig) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from tqdm import tqdm
 
     from nnunet_scd.bench.configs import ALIASES, CONFIGS
@@ -94,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
         for name, seconds in result["median_s"].items():
             print(f"| {name} | {seconds:.2f} | {result['speedup_vs_unetr'][name]:.2f}x |")
         if args.json:
-            import json
-
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"config": config.as_dict(), **result}, indent=2, default=str) + "\n")
         return 0

@@ -7,6 +7,7 @@ import sys
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from nnunet_scd.datasets.btcv import convert_btcv
     from nnunet_scd.datasets.raw import raw_root_from_env
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from nnunet_scd.demo.config import DEFAULT, QUICK
     from nnunet_scd.demo.pipeline import run_demo
     from nnunet_scd.demo.steps import DemoError

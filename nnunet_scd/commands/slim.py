@@ -24,6 +24,7 @@ def _ratio(before: float, after: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
 
     try:

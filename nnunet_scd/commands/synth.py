@@ -11,6 +11,7 @@ from nnunet_scd.datasets.raw import MIN_TRAINING_CASES  # stdlib only, so --help
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from nnunet_scd.datasets.phantom import summarize, write_phantom_dataset
     from nnunet_scd.datasets.raw import raw_root_from_env
 

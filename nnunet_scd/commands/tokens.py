@@ -19,6 +19,7 @@ def _mean_sd(values: Sequence[float | None]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     from tqdm import tqdm

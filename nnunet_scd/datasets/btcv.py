@@ -13,10 +13,24 @@ with SimpleITK, so spacing, origin and direction are kept.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813
+from tqdm import tqdm
+
+from nnunet_scd.datasets.raw import (
+    FILE_ENDING,
+    check_image_readable,
+    dataset_folder,
+    write_dataset_json,
+    write_images_atomic,
+    write_text_atomic,
+)
 
 BTCV_DATASET_ID = 17
 BTCV_DATASET_NAME = "AbdominalOrganSegmentation"
@@ -108,9 +122,6 @@ def _check_label(case: BTCVCase, label, image) -> None:  # (BTCVCase, sitk.Image
 
     ``image`` may be the image or a SimpleITK reader holding its header: only the geometry is used.
     """
-    import numpy as np
-    import SimpleITK as sitk  # noqa: N813
-
     errors = []
     if tuple(label.GetSize()) != tuple(image.GetSize()):
         errors.append(f"size {label.GetSize()} != image size {image.GetSize()}")
@@ -128,10 +139,6 @@ def _check_label(case: BTCVCase, label, image) -> None:  # (BTCVCase, sitk.Image
 
 def _verify_sources(case: BTCVCase) -> None:
     """Read every file of a case completely and check it, so that a bad source stops the run before it writes."""
-    import SimpleITK as sitk  # noqa: N813
-
-    from nnunet_scd.datasets.raw import check_image_readable
-
     for path in (case.image, case.label):
         if path is not None:
             check_image_readable(path)
@@ -156,8 +163,6 @@ def _stamp(case: BTCVCase) -> dict[str, list[int] | None]:
 
 
 def _outputs(folder: Path, split: str, case: BTCVCase) -> tuple[Path, Path | None]:
-    from nnunet_scd.datasets.raw import FILE_ENDING
-
     image = folder / f"images{split}" / f"{case.identifier}_0000{FILE_ENDING}"
     label = folder / "labelsTr" / f"{case.identifier}{FILE_ENDING}" if case.label is not None else None
     return image, label
@@ -165,11 +170,6 @@ def _outputs(folder: Path, split: str, case: BTCVCase) -> tuple[Path, Path | Non
 
 def _convert_case(case: BTCVCase, image_out: Path, label_out: Path | None) -> None:
     """Convert one verified case; its image and label appear together or not at all."""
-    import numpy as np
-    import SimpleITK as sitk  # noqa: N813
-
-    from nnunet_scd.datasets.raw import write_images_atomic
-
     image = sitk.ReadImage(str(case.image))
     items = [(image, image_out)]
     if case.label is not None:
@@ -190,12 +190,6 @@ def convert_btcv(raw_dir: str | Path, raw_root: str | Path, progress: bool = Fal
     file is converted again. ``dataset.json`` is written last: a folder without it is unfinished.
     A failed first conversion removes the folder it created.
     """
-    import json
-
-    from tqdm import tqdm
-
-    from nnunet_scd.datasets.raw import dataset_folder, write_dataset_json, write_text_atomic
-
     training, testing = find_btcv_cases(raw_dir)
     folder = dataset_folder(Path(raw_root), BTCV_DATASET_ID, BTCV_DATASET_NAME)
     manifest_path = folder / _SOURCES_FILE

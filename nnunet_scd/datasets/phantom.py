@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk  # noqa: N813
+from tqdm import tqdm
 
-from nnunet_scd.datasets.raw import MIN_TRAINING_CASES
+from nnunet_scd.datasets.raw import (
+    FILE_ENDING,
+    MIN_TRAINING_CASES,
+    dataset_folder,
+    write_dataset_json,
+    write_images_atomic,
+    write_text_atomic,
+)
 
 # Bump when the generator's output changes, so cached datasets from older code are not reused.
 GENERATOR_VERSION = 1
@@ -123,8 +132,6 @@ def _sample_geometry(
 def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48, 96, 96),
                      spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5)) -> Phantom:
     """Generate one case; ``shape`` (z, y, x) and ``spacing_xyz`` are nominal and vary per case."""
-    import SimpleITK as sitk  # noqa: N813
-
     size, spacing = _sample_geometry(rng, shape, spacing_xyz)
     nz, ny, nx = size
     # Physical coordinates in mm, centred in-plane; z runs 0..1 (inferior -> superior) as ``t``.
@@ -230,8 +237,6 @@ def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48
 
 
 def _to_sitk(array: np.ndarray, spacing_xyz: tuple[float, float, float]):  # -> sitk.Image
-    import SimpleITK as sitk  # noqa: N813
-
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing_xyz)
     return image
@@ -260,16 +265,6 @@ def write_phantom_dataset(
     statistics). Cases already complete are kept, so an interrupted run resumes. A folder made
     with other parameters is refused rather than mixed.
     """
-    from tqdm import tqdm
-
-    from nnunet_scd.datasets.raw import (
-        FILE_ENDING,
-        dataset_folder,
-        write_dataset_json,
-        write_images_atomic,
-        write_text_atomic,
-    )
-
     if num_cases < MIN_TRAINING_CASES:
         raise ValueError(f"at least {MIN_TRAINING_CASES} training cases are needed, got {num_cases}: nnU-Net splits "
                          f"them into 5 cross-validation folds before it trains any fold")

@@ -11,12 +11,11 @@ import zlib
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import SimpleITK as sitk  # noqa: N813
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
 from nnunet_scd.atomic import atomic_target, write_text_atomic
-
-if TYPE_CHECKING:
-    import SimpleITK as sitk  # noqa: N813
 
 __all__ = [
     "FILE_ENDING",
@@ -90,8 +89,6 @@ def write_images_atomic(items: Sequence[tuple[sitk.Image, Path]]) -> None:
     removes this write's temporary files and nothing else. The temporary names keep the ``.nii.gz``
     ending so SimpleITK picks the NIfTI writer.
     """
-    import SimpleITK as sitk  # noqa: N813
-
     with ExitStack() as stack:
         # ExitStack renames the last-entered file first, so enter in reverse: the files then appear in the
         # order given, a case's label (which marks it complete) last.
@@ -108,8 +105,6 @@ def check_image_readable(path: Path) -> None:
     the gzip stream is read to its end first: that checks its length and CRC. Then the header must
     parse and the decompressed data must hold every voxel the header declares.
     """
-    import SimpleITK as sitk  # noqa: N813
-
     data_bytes = None
     if path.name.endswith(".gz"):
         try:
@@ -146,8 +141,6 @@ def _gzip_length(path: Path) -> int:
 def write_dataset_json(folder: Path, labels: dict[str, int], num_training: int, channel_names: dict[str, str],
                        **extra: object) -> None:
     """Write ``dataset.json`` with nnunetv2's own ``generate_dataset_json``, atomically."""
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-
     with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp_") as tmp:
         # generate_dataset_json edits the dicts it is given, so hand it copies.
         generate_dataset_json(tmp, dict(channel_names), dict(labels), num_training, FILE_ENDING, **extra)

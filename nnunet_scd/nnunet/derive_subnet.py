@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_scd.atomic import atomic_target, write_text_atomic
@@ -55,8 +59,6 @@ def _env_folder(name: str) -> Path:
 def _search_trainer(name: str) -> type:
     trainer = getattr(search_trainers, name, None)
     if trainer is None:  # a user's variant, found the way nnU-Net finds it (nnUNet_extTrainer)
-        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
         try:
             trainer = recursive_find_trainer_class_by_name(name)
         except RuntimeError:
@@ -68,8 +70,6 @@ def _search_trainer(name: str) -> type:
 
 
 def _dataset_name(dataset: str | int) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
     try:
         return maybe_convert_to_dataset_name(dataset)
     except RuntimeError:  # nnU-Net's message lists every folder over several lines
@@ -150,9 +150,6 @@ def derive_slim_plans(
     A rerun on the same fold and checkpoint keeps the same channels and leaves the saved weights as
     they are; weights that would differ replace the saved ones only with ``overwrite`` (or ``rederive``).
     """
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     budget = check_budget(budget)
     trainer = _search_trainer(trainer_name)
     if repeats < 1:

@@ -6,14 +6,14 @@ import contextlib
 import io
 from pathlib import Path
 
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
 __all__ = ["load_predictor"]
 
 
 def load_predictor(model_folder: Path, fold: int, checkpoint: str = "checkpoint_final.pth"):
     """``nnUNetPredictor`` for ``model_folder``/fold_``fold`` on the CPU, without mirroring (as the demo predicts)."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"),
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)

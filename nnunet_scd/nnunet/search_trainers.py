@@ -40,6 +40,7 @@ from nnunet_scd.search import (
     mask_statistics,
     masked_blocks,
 )
+from nnunet_scd.search.plot import plot_mask_distribution
 
 __all__ = [
     "nnUNetTrainerSCDSearch",
@@ -144,8 +145,6 @@ class _SearchMixin:
                 also_print_to_console=False,
             )
         try:
-            from nnunet_scd.search.plot import plot_mask_distribution
-
             plot_mask_distribution(bare_network(self.network),
                                    os.path.join(self.output_folder, "mask_distribution.png"),
                                    title=f"{self.__class__.__name__}, epoch {self.current_epoch}")

@@ -71,6 +71,7 @@ def scorer_grad_ratios(network: nn.Module) -> list[float]:
 
 def plot_token_selection(logged: Mapping[str, Sequence], path: str, title: str = "") -> str:
     """Enrichment and scorer-gradient ratio per stage against epoch, written atomically to ``path`` (a .png)."""
+    # Imported here: the Agg backend must be chosen before pyplot loads, and a run that never plots never loads it.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.nnunet.predictor import load_predictor
+from nnunet_scd.nnunet.token_diagnostics import scd_network
 
 __all__ = ["FoldTokenSelection", "fold_token_selection", "validation_dice"]
 
@@ -43,14 +50,6 @@ def validation_dice(fold_dir: Path) -> float | None:
 def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "checkpoint_final.pth",
                          max_cases: int | None = None) -> FoldTokenSelection:
     """Run the fold's SCD network over every sliding-window tile of the fold's validation cases."""
-    import torch
-    from acvl_utils.cropping_and_padding.padding import pad_nd_image
-    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-    from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
-    from nnunet_scd.nnunet.predictor import load_predictor
-    from nnunet_scd.nnunet.token_diagnostics import scd_network
-
     fold_dir = Path(model_folder) / f"fold_{fold}"
     if not (fold_dir / checkpoint).is_file():
         raise FileNotFoundError(f"no {checkpoint} in {fold_dir}; train that fold first (nnUNetv2_train ... {fold}).")

@@ -23,6 +23,7 @@ from torch import autocast, nn
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
@@ -223,8 +224,6 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         (at prediction time too) with the signature it inspects. Deep supervision does not exist in
         this network, so the flag changes nothing, state-dict keys included.
         """
-        from nnunet_scd import SCDNet
-
         tokens = cls.token_config(configuration_manager)
         return SCDNet(
             input_channels=num_input_channels,

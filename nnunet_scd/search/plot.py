@@ -13,6 +13,7 @@ __all__ = ["plot_mask_distribution"]
 
 def plot_mask_distribution(network: nn.Module, path: str | Path, title: str = "") -> Path:
     """Write a PNG with one box plot per block and dimension type; returns the path."""
+    # Imported here: the Agg backend must be chosen before pyplot loads, and a run that never plots never loads it.
     import matplotlib
 
     matplotlib.use("Agg")
