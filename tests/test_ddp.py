@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_scd.nnunet import search_trainers, trainers
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY
-from nnunet_scd.nnunet.token_diagnostics import bare_network, scd_network
 from nnunet_scd.search import mask_penalty
+from nnunet_scd.unwrap import unwrap
 
 PATCH, TOKENS, CLASSES = (8, 32, 32), (2, 8, 8), 3
 PLANS = {
@@ -75,11 +75,11 @@ def _loss(name: str, network: torch.nn.Module, output: torch.Tensor, target: tor
     """The trainers' training loss: the task loss, plus the scorers' guidance and the search masks' L1 penalty."""
     trainer = _trainer(name)
     loss = torch.nn.functional.cross_entropy(output, target)
-    scd = scd_network(network)
+    scd = unwrap(network, core=True)
     if trainer.guidance_weight and scd.scorer_logits:
         loss = loss + trainer.guidance_weight * scd.guidance_loss(target > 0)
     if issubclass(trainer, search_trainers._SearchMixin):
-        loss = loss + mask_penalty(bare_network(network), trainer.attn_penalty, trainer.mlp_penalty)
+        loss = loss + mask_penalty(unwrap(network), trainer.attn_penalty, trainer.mlp_penalty)
     return loss
 
 
@@ -113,7 +113,7 @@ def test_every_shipped_network_trains_two_steps_under_ddp(tmp_path: Path) -> Non
 
 def test_the_slim_plans_used_above_hold_blocks_without_heads_and_without_mlp() -> None:
     # The DDP test is only a test of head-less blocks if the network it trains has them.
-    network = scd_network(_build("nnUNetTrainerSCDSlim_Tiny"))
+    network = unwrap(_build("nnUNetTrainerSCDSlim_Tiny"), core=True)
     widths = [block.widths for block in network.blocks]
     assert widths == SLIM_WIDTHS
     assert any(not w["head_dims"] for w in widths) and any(w["mlp_hidden"] == 0 for w in widths)

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnunet_scd.atomic import write_text_atomic
+
 __all__ = ["compute_ratios", "markdown_table", "plot_sweep", "read_json", "write_json"]
 
 RATIO_KEYS = ("train_speedup", "infer_speedup", "flop_ratio", "train_flop_ratio", "train_mem_ratio")
@@ -98,8 +100,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 def write_json(results: Mapping[str, Any], path: Path) -> None:
     """Headline ratios at the top level (``RATIO_KEYS``, which scripts read), everything else beside them."""
     payload = {**results["ratios"], **{k: v for k, v in results.items() if k != "ratios"}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(json.dumps(payload, indent=2, default=str) + "\n", path)
 
 
 def read_json(path: Path) -> dict[str, Any]:

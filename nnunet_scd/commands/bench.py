@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from nnunet_scd.atomic import write_text_atomic
 from nnunet_scd.commands.arguments import float_at_least, int_at_least
 
 # Kept here, not imported from nnunet_scd.bench, so that `--help` does not import torch.
@@ -96,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         for name, seconds in result["median_s"].items():
             print(f"| {name} | {seconds:.2f} | {result['speedup_vs_unetr'][name]:.2f}x |")
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"config": config.as_dict(), **result}, indent=2, default=str) + "\n")
+            write_text_atomic(json.dumps({"config": config.as_dict(), **result}, indent=2, default=str) + "\n",
+                              args.json)
         return 0
 
     repeats = args.repeats or DEFAULT_REPEATS[name]

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 
+from nnunet_scd.atomic import write_text_atomic
 from nnunet_scd.commands.arguments import int_at_least
 
 
@@ -59,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
             "plans_identifier": result.plans_identifier, "widths": result.widths, "budget": args.budget,
             "costs": {k: v.as_dict() for k, v in result.costs.items()},
         }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_text_atomic(json.dumps(report, indent=2), args.json)
     print(f"Wrote {result.plans_file} and {result.weights_file}.")
     print(f"Next: nnUNetv2_train {args.dataset} {args.configuration} {args.fold} "
           f"-tr {slim_trainer_for(args.trainer)} -p {result.plans_identifier}")

@@ -9,6 +9,8 @@ import statistics
 import sys
 from collections.abc import Sequence
 
+from nnunet_scd.atomic import write_text_atomic
+
 
 def _mean_sd(values: Sequence[float | None]) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
@@ -54,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
         per_stage = "; ".join(f"stage {s + 1} {_mean_sd([r['enrichment'][s] for r in rows])}" for s in range(stages))
         print(f"  {trainer}: enrichment {per_stage}; Dice {_mean_sd([r['dice'] for r in rows])} (n={len(rows)})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"dataset": dataset, "configuration": args.configuration, "plans": args.plans,
-                       "trainers": report}, f, indent=2)
+        write_text_atomic(json.dumps({"dataset": dataset, "configuration": args.configuration, "plans": args.plans,
+                                      "trainers": report}, indent=2), args.json)
     return 0
 
 

@@ -141,7 +141,10 @@ def _gzip_length(path: Path) -> int:
 def write_dataset_json(folder: Path, labels: dict[str, int], num_training: int, channel_names: dict[str, str],
                        **extra: object) -> None:
     """Write ``dataset.json`` with nnunetv2's own ``generate_dataset_json``, atomically."""
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp_") as tmp:
+    # generate_dataset_json writes straight into a folder, so it writes into a scratch folder and the
+    # text then goes into place by the one atomic writer.
+    with tempfile.TemporaryDirectory(prefix="nnunet_scd_") as scratch:
         # generate_dataset_json edits the dicts it is given, so hand it copies.
-        generate_dataset_json(tmp, dict(channel_names), dict(labels), num_training, FILE_ENDING, **extra)
-        os.replace(Path(tmp) / "dataset.json", folder / "dataset.json")
+        generate_dataset_json(scratch, dict(channel_names), dict(labels), num_training, FILE_ENDING, **extra)
+        text = (Path(scratch) / "dataset.json").read_text()
+    write_text_atomic(text, folder / "dataset.json")

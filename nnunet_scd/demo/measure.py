@@ -8,13 +8,13 @@ may be shared and timings drift.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from nnunet_scd.nnunet.predictor import load_predictor
+from nnunet_scd.nnunet.training_log import epoch_times
 
 __all__ = [
     "count_flops",
@@ -24,17 +24,6 @@ __all__ = [
     "load_predictor",
     "time_inference",
 ]
-
-_EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
-
-
-def epoch_times(fold_dir: Path) -> list[float]:
-    """Seconds per epoch from every ``training_log_*.txt`` of a fold (a resumed run writes several logs)."""
-    times: list[float] = []
-    for log_file in sorted(Path(fold_dir).glob("training_log_*.txt")):
-        times += [float(m.group(1)) for m in _EPOCH_TIME.finditer(log_file.read_text(errors="replace"))]
-    return times
-
 
 def count_parameters(network) -> int:
     return sum(p.numel() for p in network.parameters())

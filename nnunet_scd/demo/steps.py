@@ -22,6 +22,7 @@ from pathlib import Path
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
+from nnunet_scd.nnunet.training_log import EPOCH_TIME
 
 __all__ = ["DemoError", "Workspace", "log", "nnunet_script", "run_logged", "stage"]
 
@@ -200,7 +201,6 @@ def validation_keys(ws: Workspace) -> list[str]:
 
 
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
-_EPOCH_TIME = re.compile(r"Epoch time: ([\d.]+) s")
 _DICE = re.compile(r"Pseudo dice \[(.*)\]")
 
 
@@ -225,7 +225,7 @@ def train(ws: Workspace, label: str, trainer: str) -> None:
         def show(line: str) -> None:
             if (m := _EPOCH.search(line)) and int(m.group(1)) > bar.n:
                 bar.update(int(m.group(1)) - bar.n)  # resumed runs start past 0
-            elif m := _EPOCH_TIME.search(line):
+            elif m := EPOCH_TIME.search(line):
                 state["s/epoch"] = m.group(1)
             elif m := _DICE.search(line):
                 values = [float(v) for v in m.group(1).replace("np.float32(", "").replace(")", "").split(",") if v]

@@ -23,7 +23,6 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
-from nnunet_scd.nnunet.token_diagnostics import bare_network
 from nnunet_scd.nnunet.trainers import (
     ShortRunRecipe,
     nnUNetTrainerSCD,
@@ -41,6 +40,7 @@ from nnunet_scd.search import (
     masked_blocks,
 )
 from nnunet_scd.search.plot import plot_mask_distribution
+from nnunet_scd.unwrap import unwrap
 
 __all__ = [
     "nnUNetTrainerSCDSearch",
@@ -111,7 +111,7 @@ class _SearchMixin:
     def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
         optimizer, scheduler = super().configure_optimizers()
         # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
-        blocks = masked_blocks(bare_network(self.network))
+        blocks = masked_blocks(unwrap(self.network))
         masks = {id(p) for b in blocks for p in (b.attn.head_mask, b.mlp.neuron_mask)}
         mask_params = []
         for group in optimizer.param_groups:
@@ -128,7 +128,7 @@ class _SearchMixin:
         return optimizer, scheduler
 
     def _build_loss(self):  # noqa: ANN202 - nnU-Net's signature
-        return _PenalisedLoss(super()._build_loss(), bare_network(self.network), self.attn_penalty, self.mlp_penalty)
+        return _PenalisedLoss(super()._build_loss(), unwrap(self.network), self.attn_penalty, self.mlp_penalty)
 
     def on_epoch_end(self) -> None:
         if self.local_rank == 0:
@@ -136,7 +136,7 @@ class _SearchMixin:
         super().on_epoch_end()
 
     def _log_masks(self) -> None:
-        stats = mask_statistics(bare_network(self.network))
+        stats = mask_statistics(unwrap(self.network))
         for i, row in enumerate(stats):
             self.print_to_log_file(
                 f"masks block {i}: attn mean {row['attn_mean']:.3f} [{row['attn_min']:.3f}, {row['attn_max']:.3f}] "
@@ -145,7 +145,7 @@ class _SearchMixin:
                 also_print_to_console=False,
             )
         try:
-            plot_mask_distribution(bare_network(self.network),
+            plot_mask_distribution(unwrap(self.network),
                                    os.path.join(self.output_folder, "mask_distribution.png"),
                                    title=f"{self.__class__.__name__}, epoch {self.current_epoch}")
         except Exception as error:  # a failed plot must never stop a training run
@@ -181,9 +181,8 @@ class _SlimMixin:
         if fresh:  # a checkpoint loaded later (--c, validation) overrides these weights, as it should
             record = slim_record(self.configuration_manager.configuration)
             path = sliced_weights_file(self.preprocessed_dataset_folder_base, record, self.fold)
-            network = bare_network(self.network)
-            target = network.network if isinstance(network, WithPixelClassifier) else network
-            load_sliced_state(target, torch.load(path, map_location=self.device, weights_only=True), str(path))
+            sliced = torch.load(path, map_location=self.device, weights_only=True)
+            load_sliced_state(unwrap(self.network, core=True), sliced, str(path))
             self.print_to_log_file(
                 f"Slim network (budget {record['budget']}, from {record['search_trainer']}): started from the "
                 f"sliced weights {path}; pixel classifier {'on' if self.pixel_classifier else 'off'}; widths "

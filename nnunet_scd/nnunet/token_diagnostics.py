@@ -17,19 +17,7 @@ from torch import nn
 
 from nnunet_scd.atomic import atomic_target
 
-__all__ = ["bare_network", "foreground_masks", "plot_token_selection", "scd_network", "scorer_grad_ratios"]
-
-
-def bare_network(network: nn.Module) -> nn.Module:
-    """The module nnU-Net's wrappers hold: without DDP's ``module`` and torch.compile's ``_orig_mod``."""
-    network = getattr(network, "module", network)
-    return getattr(network, "_orig_mod", network)
-
-
-def scd_network(network: nn.Module) -> nn.Module:
-    """The SCDNet inside nnU-Net's wrappers and the slim trainers' pixel-classifier wrapper."""
-    network = bare_network(network)
-    return getattr(network, "network", network)
+__all__ = ["foreground_masks", "plot_token_selection", "scorer_grad_ratios"]
 
 
 def foreground_masks(target: torch.Tensor, label_manager: LabelManager) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -21,7 +21,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
 from nnunet_scd.nnunet.predictor import load_predictor
-from nnunet_scd.nnunet.token_diagnostics import scd_network
+from nnunet_scd.unwrap import unwrap
 
 __all__ = ["FoldTokenSelection", "fold_token_selection", "validation_dice"]
 
@@ -54,7 +54,7 @@ def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "check
     if not (fold_dir / checkpoint).is_file():
         raise FileNotFoundError(f"no {checkpoint} in {fold_dir}; train that fold first (nnUNetv2_train ... {fold}).")
     predictor = load_predictor(Path(model_folder), fold, checkpoint)
-    network = scd_network(predictor.network)
+    network = unwrap(predictor.network, core=True)
     if not getattr(network, "is_sparse", False):
         raise ValueError(f"{model_folder} holds a dense network: it keeps every token, so there is nothing to report.")
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / predictor.plans_manager.dataset_name

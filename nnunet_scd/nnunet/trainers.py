@@ -28,12 +28,11 @@ from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoi
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.nnunet.token_diagnostics import (
-    bare_network,
     foreground_masks,
     plot_token_selection,
-    scd_network,
     scorer_grad_ratios,
 )
+from nnunet_scd.unwrap import unwrap
 
 __all__ = [
     "NoTestTimeMirroring",
@@ -238,7 +237,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPolyLRScheduler]:
-        network = bare_network(self.network)
+        network = unwrap(self.network)
         optimizer = torch.optim.AdamW(
             adamw_param_groups(network, self.weight_decay, self.layer_decay),
             lr=self.initial_lr,
@@ -260,7 +259,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        network = scd_network(self.network)
+        network = unwrap(self.network, core=True)
         # Autocast only on CUDA, as nnU-Net does: on CPU it is slow and on MPS unsupported.
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.loss(self.network(data), target)
@@ -305,7 +304,7 @@ class nnUNetTrainerSCD(nnUNetTrainer):
         # Before nnU-Net's step, which zeroes ignore-label voxels of the target in place.
         foreground, _ = foreground_masks(batch["target"], self.label_manager)
         out = super().validation_step(batch)
-        network = scd_network(self.network)
+        network = unwrap(self.network, core=True)
         if network.kept_indices:
             tokens_fg = token_foreground(foreground, network.token_size)
             out["token_counts"] = enrichment_counts(network.kept_indices, tokens_fg).numpy()
