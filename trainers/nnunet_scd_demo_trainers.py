@@ -4,6 +4,8 @@ Keep the code in nnunet_scd.demo.trainers.
 """
 
 from nnunet_scd.demo.trainers import (
+    nnUNetTrainer_demo,
+    nnUNetTrainer_demoQuick,
     nnUNetTrainerSCD_Tiny_demo,
     nnUNetTrainerSCD_Tiny_demoQuick,
     nnUNetTrainerUNETR_Tiny_demo,
@@ -11,6 +13,8 @@ from nnunet_scd.demo.trainers import (
 )
 
 __all__ = [
+    "nnUNetTrainer_demo",
+    "nnUNetTrainer_demoQuick",
     "nnUNetTrainerSCD_Tiny_demo",
     "nnUNetTrainerSCD_Tiny_demoQuick",
     "nnUNetTrainerUNETR_Tiny_demo",

@@ -1,17 +1,32 @@
-"""Demo trainer variants: the Tiny SCD trainer and its dense twin with the demo's short budgets.
+"""Demo trainer variants: the Tiny SCD trainer, its dense twin and stock nnU-Net, with the demo's short budgets.
 
-The network is exactly that of ``nnUNetTrainerSCD_Tiny`` / ``nnUNetTrainerUNETR_Tiny``; the
-training length is the demo's budget with the short-run recipe (``ShortRunRecipe``: lr 1e-3 after a
-warm-up, no test-time mirroring), and the end-of-training validation is left out because the demo
-predicts the same validation cases with ``nnUNetv2_predict`` and evaluates them itself.
+The networks are exactly those of ``nnUNetTrainerSCD_Tiny``, ``nnUNetTrainerUNETR_Tiny`` and
+``nnUNetTrainer``. The ViTs get the demo's budget with the short-run recipe (``ShortRunRecipe``: lr
+1e-3 after a warm-up, no test-time mirroring); stock nnU-Net gets the same budget with its own
+recipe (SGD, lr 1e-2, poly decay, deep supervision). All are seeded. The end-of-training
+validation is left out because the demo predicts the same validation cases with
+``nnUNetv2_predict`` and evaluates them itself.
 """
 
 from __future__ import annotations
 
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
 from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
-from nnunet_scd.nnunet.trainers import ShortRunRecipe, nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
+from nnunet_scd.nnunet.seeding import SeededTraining
+from nnunet_scd.nnunet.trainers import (
+    NoTestTimeMirroring,
+    ShortRunRecipe,
+    nnUNetTrainerSCD_Tiny,
+    nnUNetTrainerUNETR_Tiny,
+)
+
+_CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
 
 __all__ = [
+    "nnUNetTrainer_demo",
+    "nnUNetTrainer_demoQuick",
     "nnUNetTrainerSCD_Tiny_demo",
     "nnUNetTrainerSCD_Tiny_demoQuick",
     "nnUNetTrainerUNETR_Tiny_demo",
@@ -19,8 +34,18 @@ __all__ = [
 ]
 
 
-class _DemoBudget(ShortRunRecipe):
-    """Mixin: a fixed epoch/iteration budget with the short-run recipe, no final validation.
+class _NoFinalValidation:
+    """Mixin: skip nnU-Net's end-of-training validation (the demo predicts and evaluates itself)."""
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        self.print_to_log_file(
+            "Skipping nnU-Net's end-of-training validation: `nnunet-scd demo` predicts the validation "
+            "cases with nnUNetv2_predict and evaluates them itself."
+        )
+
+
+class _DemoBudget(_NoFinalValidation, ShortRunRecipe):
+    """Mixin for the ViT trainers: a fixed epoch/iteration budget with the short-run recipe.
 
     The recipe's checkpoint every epoch is what lets an interrupted demo resume (``--c``) from the
     last finished epoch.
@@ -34,11 +59,19 @@ class _DemoBudget(ShortRunRecipe):
         cls.iterations_per_epoch = cls.budget.iterations_per_epoch
         cls.val_iterations_per_epoch = cls.budget.val_iterations_per_epoch
 
-    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
-        self.print_to_log_file(
-            "Skipping nnU-Net's end-of-training validation: `nnunet-scd demo` predicts the validation "
-            "cases with nnUNetv2_predict and evaluates them itself."
-        )
+
+class _StockDemoBudget(_NoFinalValidation, NoTestTimeMirroring, SeededTraining, nnUNetTrainer):
+    """Stock nnU-Net (network, loss, optimiser, schedule, deep supervision) with only the demo's length changed."""
+
+    budget: TrainingBudget = DEFAULT.budget
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = _CUDA):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.budget.epochs
+        self.num_iterations_per_epoch = self.budget.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.budget.val_iterations_per_epoch
+        self.save_every = 1
 
 
 class nnUNetTrainerSCD_Tiny_demo(_DemoBudget, nnUNetTrainerSCD_Tiny):
@@ -54,4 +87,12 @@ class nnUNetTrainerSCD_Tiny_demoQuick(_DemoBudget, nnUNetTrainerSCD_Tiny):
 
 
 class nnUNetTrainerUNETR_Tiny_demoQuick(_DemoBudget, nnUNetTrainerUNETR_Tiny):
+    budget = QUICK.budget
+
+
+class nnUNetTrainer_demo(_StockDemoBudget):
+    budget = DEFAULT.budget
+
+
+class nnUNetTrainer_demoQuick(_StockDemoBudget):
     budget = QUICK.budget

@@ -26,6 +26,7 @@ from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreg
 from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
+from nnunet_scd.nnunet.seeding import SeededTraining
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.nnunet.token_diagnostics import (
     foreground_masks,
@@ -106,10 +107,12 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 
-class nnUNetTrainerSCD(nnUNetTrainer):
+class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
     """SCD, our recommended recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
     Multi-layer Token Assembly, UNETR decoder; AdamW with warm-up then poly decay, gradient clipping 1,
     no deep supervision (as nnU-Net's Primus). AMP on CUDA comes from nnU-Net's own GradScaler/autocast.
+    Seeded (``seed``, or the ``nnUNet_SCD_seed`` environment variable; see ``nnunet_scd.nnunet.seeding``),
+    so that a rerun on the CPU reproduces its Dice.
 
     Beyond the paper, the STP scorers are trained with foreground guidance (``guidance_weight``; see
     ``nnunet_scd.model.guidance``): the straight-through gradient alone leaves the scorer at random-pruning
