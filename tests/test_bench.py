@@ -12,7 +12,7 @@ import torch
 
 from nnunet_scd.bench.configs import ALIASES, CONFIGS
 from nnunet_scd.bench.report import markdown_table, read_json
-from nnunet_scd.bench.timing import count_flops, peak_training_memory
+from nnunet_scd.bench.timing import config_flops, peak_training_memory
 from nnunet_scd.commands import bench
 
 
@@ -70,14 +70,14 @@ def test_paper_configs_are_the_authors_runs_and_paper_is_an_alias():
 def test_scdnet_defaults_reach_the_papers_flop_ratio(name):
     # Counted on the meta device with SCDNet's default completion: the paper's 2.2x needs completion to be cheap.
     config = replace(CONFIGS[name], batch_size=1)
-    assert count_flops(config, None, training=False) / count_flops(config, config.keep_ratio, training=False) >= 2.2
+    assert config_flops(config, None, training=False) / config_flops(config, config.keep_ratio, training=False) >= 2.2
 
 
 def test_flops_shrink_with_the_keep_ratio_and_are_counted_without_arithmetic():
     config = CONFIGS["tiny"]
-    dense = count_flops(config, None, training=False)
-    assert dense > count_flops(config, 0.5, training=False) > count_flops(config, 0.1, training=False) > 0
-    assert count_flops(config, 0.5, training=True) > 2 * count_flops(config, 0.5, training=False)
+    dense = config_flops(config, None, training=False)
+    assert dense > config_flops(config, 0.5, training=False) > config_flops(config, 0.1, training=False) > 0
+    assert config_flops(config, 0.5, training=True) > 2 * config_flops(config, 0.5, training=False)
 
 
 def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path):

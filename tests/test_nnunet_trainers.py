@@ -78,7 +78,7 @@ def test_nnunet_finds_every_trainer_through_the_shim_folder(nnunet_env: Path) ->
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_scd.commands.env import ext_trainer_status
+    from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
 
     assert ext_trainer_status() is None
     names = [n for n in tr.__all__ if n.startswith("nnUNetTrainer")]
@@ -91,7 +91,7 @@ def test_nnunet_finds_every_trainer_through_the_shim_folder(nnunet_env: Path) ->
 
 
 def test_missing_ext_trainer_variable_gets_our_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nnunet_scd.commands.env import ext_trainer_status
+    from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
 
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     message = ext_trainer_status()

@@ -5,7 +5,7 @@ import torch
 from conftest import TINY
 
 from nnunet_scd import SCDNet
-from nnunet_scd.flops import forward_flops
+from nnunet_scd.measure import count_flops
 
 
 @pytest.mark.parametrize(
@@ -175,9 +175,9 @@ def test_keep_ratio_one_feeds_the_decoder_the_dense_hidden_states():
 def test_flops_fall_with_the_keep_ratio():
     shape = (1, 1, 32, 64, 64)
     kwargs = dict(embed_dim=96, depth=8, num_heads=4, prune_after=(2, 4, 6), feature_size=4)
-    dense = forward_flops(SCDNet(1, 2, (32, 64, 64), (4, 8, 8), keep_ratios=None, **kwargs), shape)
+    dense = count_flops(SCDNet(1, 2, (32, 64, 64), (4, 8, 8), keep_ratios=None, **kwargs), shape)
     sparse = [
-        forward_flops(SCDNet(1, 2, (32, 64, 64), (4, 8, 8), keep_ratios=(r, r, r), **kwargs), shape)
+        count_flops(SCDNet(1, 2, (32, 64, 64), (4, 8, 8), keep_ratios=(r, r, r), **kwargs), shape)
         for r in (1.0, 0.7, 0.5, 0.25, 0.1)
     ]
     assert all(a > b for a, b in zip(sparse, sparse[1:])), sparse

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY
 
 from nnunet_scd import SCDNet
-from nnunet_scd.flops import forward_flops
+from nnunet_scd.measure import count_flops
 from nnunet_scd.search import (
     SlimAttention,
     SlimBlock,
@@ -169,7 +169,7 @@ def _tiny_like(keep_ratios) -> SCDNet:
 def _measured_encoder(net: torch.nn.Module) -> tuple[int, int]:
     """Encoder params and FLOPs counted on a mask-free network, independently of the derivation's cost model."""
     params = sum(p.numel() for m in encoder_modules(net) for p in m.parameters())
-    _, per_module = forward_flops(net, (1, 1, *TINY_PATCH), per_module=True)
+    _, per_module = count_flops(net, (1, 1, *TINY_PATCH), per_module=True)
     encoder = re.compile(r"^SCDNet\.(patch_embed|blocks\.\d+)$")
     return params, sum(f for name, f in per_module.items() if encoder.match(name))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from nnunet_scd.bench.configs import BenchConfig
 from nnunet_scd.bench.timing import Runner, build_network, configure_backends, make_batch
+from nnunet_scd.measure import synchronize
 
 __all__ = ["profile_training_step"]
 
@@ -66,7 +68,7 @@ def profile_training_step(config: BenchConfig, device: torch.device, keep_ratio:
     runner = Runner(build_network(config, keep_ratio, device), x, y, device)
     for _ in range(warmup):
         runner.train_step()
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = partial(synchronize, device)
     totals: dict[str, float] = defaultdict(float)
     handles = _attach(_groups(runner.net), totals, sync)
     opt_step = runner.optimizer.step

@@ -13,14 +13,14 @@ from nnunet_scd.bench.report import compute_ratios
 from nnunet_scd.bench.timing import (
     Runner,
     build_network,
+    config_flops,
     configure_backends,
-    count_flops,
     make_batch,
     peak_training_memory,
     set_keep_ratio,
     summarize,
-    time_interleaved,
 )
+from nnunet_scd.measure import time_interleaved
 
 __all__ = ["run_benchmark"]
 
@@ -67,8 +67,8 @@ def run_benchmark(
             "infer": summarize(times[f"{name}/infer"], config.batch_size),
             "train_seconds": times[f"{name}/train"],
             "infer_seconds": times[f"{name}/infer"],
-            "flops_forward": count_flops(config, keep, training=False),
-            "flops_train": count_flops(config, keep, training=True),
+            "flops_forward": config_flops(config, keep, training=False),
+            "flops_train": config_flops(config, keep, training=True),
         }
 
     results: dict[str, Any] = {

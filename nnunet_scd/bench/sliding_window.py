@@ -9,8 +9,8 @@ planned for the same patch (32 features doubling to 320, pooling down to a 4-vox
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from nnunet_scd.bench.configs import BenchConfig
 from nnunet_scd.bench.timing import build_network, configure_backends
+from nnunet_scd.measure import time_interleaved
 
 __all__ = ["plain_conv_unet", "time_sliding_window"]
 
@@ -76,14 +77,9 @@ def time_sliding_window(
     predictors = {name: _predictor(net, config, device) for name, net in networks.items()}
     log(f"whole volume {shape}, patch {config.patch_size}, tile step 0.5, no mirroring, on {device}")
     predictors["scd"].predict_sliding_window_return_logits(volume)  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in predictors}
-    for _ in range(repeats):
-        for name, predictor in predictors.items():
-            start = time.perf_counter()
-            predictor.predict_sliding_window_return_logits(volume)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
+    seconds = time_interleaved(
+        {name: (None, partial(predictor.predict_sliding_window_return_logits, volume))
+         for name, predictor in predictors.items()}, repeats, warmup=0, device=device)
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     return {
         "volume_shape": shape,

@@ -1,4 +1,6 @@
-"""Interleaved timing, FLOP counting and peak training memory of dense and sparse networks.
+"""What the benchmark runs and measures: networks, training and inference steps, FLOPs, peak memory.
+
+Counting and interleaved timing themselves live in ``nnunet_scd.measure``.
 
 Inputs are random tensors and labels: the cost of a step does not depend on image content,
 except through which tokens are kept, and the number kept is fixed by the keep ratio.
@@ -10,17 +12,16 @@ import contextlib
 import multiprocessing as mp
 import os
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from queue import Empty
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from nnunet_scd.bench.configs import BenchConfig
+from nnunet_scd.measure import count_flops
 from nnunet_scd.model.scd import SCDNet
 
 __all__ = [
@@ -28,11 +29,10 @@ __all__ = [
     "available_cores",
     "build_network",
     "configure_backends",
-    "count_flops",
+    "config_flops",
     "peak_training_memory",
     "set_keep_ratio",
     "summarize",
-    "time_interleaved",
 ]
 
 
@@ -113,41 +113,6 @@ class Runner:
             self.net(self.x)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def time_interleaved(
-    runs: dict[str, tuple[Callable[[], None], Callable[[], None] | None]],
-    repeats: int,
-    warmup: int,
-    device: torch.device,
-    progress: Callable[[Iterator[int]], Iterator[int]] | None = None,
-) -> dict[str, list[float]]:
-    """Time every run once per round, round after round, so load changes hit all runs alike.
-
-    ``runs`` maps a name to ``(prepare, step)``: ``prepare`` (e.g. setting a keep ratio) is not
-    timed, ``step`` is. Returns the seconds per step of each name over the ``repeats`` rounds
-    that follow ``warmup`` untimed rounds.
-    """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    rounds: Iterator[int] = iter(range(warmup + repeats))
-    for r in progress(rounds) if progress else rounds:
-        for name, (prepare, step) in runs.items():
-            if prepare is not None:
-                prepare()
-            seconds = _timed(step, device)
-            if r >= warmup:
-                times[name].append(seconds)
-    return times
-
-
 def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
     """Median seconds per step, its interquartile range relative to the median, and patches/s."""
     median = statistics.median(seconds)
@@ -158,23 +123,14 @@ def summarize(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
     return {"median_s": median, "iqr_rel": (q3 - q1) / median, "patches_per_s": batch_size / median, "n": len(seconds)}
 
 
-def count_flops(config: BenchConfig, keep_ratio: float | None, training: bool) -> int:
-    """FLOPs of one forward (eval mode) or one training forward + backward, counted on the meta device.
+def config_flops(config: BenchConfig, keep_ratio: float | None, training: bool) -> int:
+    """FLOPs of one forward (eval mode) or one training forward + backward of the config's network.
 
-    The meta device runs no arithmetic, so counting ViT-B at 96^3 costs milliseconds.
+    Built on the meta device, which runs no arithmetic, so counting ViT-B at 96^3 costs milliseconds.
     """
-    meta = torch.device("meta")
-    with meta:
+    with torch.device("meta"):
         net = SCDNet(**config.network_kwargs(keep_ratio))
-        x = torch.empty(config.batch_size, config.input_channels, *config.patch_size)
-    net.train(training)
-    with FlopCounterMode(display=False) as counter:
-        if training:
-            net(x).sum().backward()
-        else:
-            with torch.no_grad():
-                net(x)
-    return counter.get_total_flops()
+    return count_flops(net, (config.batch_size, config.input_channels, *config.patch_size), training=training)
 
 
 def _current_rss_bytes() -> int:

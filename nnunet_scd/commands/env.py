@@ -3,33 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-# The shim folder sits beside the package in a source checkout (README, "Layout").
-TRAINER_SHIM_DIR = Path(__file__).resolve().parents[2] / "trainers"
-
-
-def trainer_shim_dir() -> Path:
-    if not (TRAINER_SHIM_DIR / "nnunet_scd_trainers.py").is_file():
-        raise FileNotFoundError(
-            f"The trainer shim folder {TRAINER_SHIM_DIR} is missing. nnunet-scd must be installed from a "
-            "source checkout (`pip install -e .`) so that nnUNet_extTrainer can point at <repo>/trainers."
-        )
-    return TRAINER_SHIM_DIR
-
-
-def ext_trainer_status() -> str | None:
-    """Return None when ``nnUNet_extTrainer`` lists our shim folder, else a message saying how to fix it."""
-    wanted = trainer_shim_dir()
-    listed = [Path(p).resolve() for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if wanted in listed:
-        return None
-    return (
-        "nnU-Net cannot find the nnunet-scd trainers: the environment variable nnUNet_extTrainer does not "
-        f"list {wanted}.\nSet it with:\n    export nnUNet_extTrainer={wanted}\n"
-        "(or run: eval \"$(nnunet-scd env)\"). It is needed for nnUNetv2_train and nnUNetv2_predict alike."
-    )
+from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
 
 
 def run(args: argparse.Namespace) -> int:

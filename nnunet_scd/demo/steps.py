@@ -22,6 +22,7 @@ from pathlib import Path
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
+from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
 from nnunet_scd.nnunet.training_log import EPOCH_TIME
 
 __all__ = ["DemoError", "Workspace", "log", "nnunet_script", "run_logged", "stage"]
@@ -81,8 +82,6 @@ class Workspace:
 
     def environment(self) -> dict[str, str]:
         """Variables for nnU-Net (subprocesses and this process): our folders, our trainers, CPU settings."""
-        from nnunet_scd.commands.env import trainer_shim_dir
-
         ext = [str(trainer_shim_dir())]
         ext += [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p and p not in ext]
         return {

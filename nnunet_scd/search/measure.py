@@ -1,9 +1,9 @@
 """Measured cost of an SCDNet, whole and for its ViT encoder: parameters, FLOPs and CPU/GPU latency.
 
-FLOPs come from ``torch.utils.flop_counter`` (matmuls, convolutions and attention), per module,
-so the encoder's share (patch embedding and blocks) is read off the same count. Latency is the
-fastest of repeated, interleaved forward passes; the encoder's share is timed with hooks around the
-patch embedding and each block, so token pruning between blocks is accounted for as it runs.
+FLOPs are counted per module (``nnunet_scd.measure``), so the encoder's share (patch embedding and
+blocks) is read off the same count. Latency is the fastest of repeated, interleaved forward passes;
+the encoder's share is timed with hooks around the patch embedding and each block, so token
+pruning between blocks is accounted for as it runs.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import re
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from nnunet_scd.flops import forward_flops
+from nnunet_scd.measure import count_flops, count_parameters, synchronize, time_interleaved
+from nnunet_scd.unwrap import unwrap
 
 __all__ = ["Cost", "encoder_modules", "measure_costs"]
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -37,68 +40,49 @@ class Cost:
         return asdict(self)
 
 
-def _core(network: nn.Module) -> tuple[nn.Module, str]:
-    """The SCDNet inside a ``WithPixelClassifier`` wrapper (or the network itself) and its flop-counter name."""
-    inner = getattr(network, "network", None)
-    if isinstance(inner, nn.Module) and hasattr(inner, "blocks"):
-        return inner, f"{type(network).__name__}.network"
-    return network, type(network).__name__
-
-
 def encoder_modules(network: nn.Module) -> list[nn.Module]:
-    """The ViT encoder of an SCDNet: patch embedding, position table, blocks and final norm."""
-    core, _ = _core(network)
+    """The ViT encoder of an SCDNet (possibly wrapped): patch embedding, position table, blocks and final norm."""
+    core = unwrap(network, core=True)
     return [core.patch_embed, core.pos_embed, *core.blocks, core.norm]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _count(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
+def _counts(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
     """Parameters and FLOPs, whole and encoder."""
-    _, name = _core(network)
-    encoder_names = re.compile(rf"^{re.escape(name)}\.(patch_embed|blocks\.\d+)$")
-    params = sum(p.numel() for p in network.parameters())
-    encoder_params = sum(p.numel() for m in encoder_modules(network) for p in m.parameters())
-    # On the meta device, so CPU attention is counted too (see nnunet_scd.flops).
-    total, per_module = forward_flops(network, x.shape, per_module=True)
+    # The flop counter names modules by their path from the outermost module's class name.
+    prefix = type(network).__name__ + (".network" if unwrap(network, core=True) is not network else "")
+    encoder_names = re.compile(rf"^{re.escape(prefix)}\.(patch_embed|blocks\.\d+)$")
+    encoder_params = sum(count_parameters(m) for m in encoder_modules(network))
+    total, per_module = count_flops(network, x.shape, per_module=True)
     encoder_flops = sum(flops for key, flops in per_module.items() if encoder_names.match(key))
-    return params, encoder_params, total, encoder_flops
+    return count_parameters(network), encoder_params, total, encoder_flops
 
 
-def _time(network: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Wall times of ``repeats`` forward passes, whole and the encoder's share (hooks on its modules)."""
-    core, _ = _core(network)
-    starts: dict[int, float] = {}
-    spent = [0.0]
+class _EncoderClock:
+    """Seconds one forward pass spends in the encoder's patch embedding and blocks (hooks around each)."""
 
-    def before(module: nn.Module, args: tuple) -> None:
-        _sync(x.device)
-        starts[id(module)] = time.perf_counter()
+    def __init__(self, network: nn.Module, device: torch.device) -> None:
+        self.device, self.spent, self.passes = device, 0.0, []
+        self._starts: dict[int, float] = {}
+        core = unwrap(network, core=True)
+        self._handles = [h for m in (core.patch_embed, *core.blocks)
+                         for h in (m.register_forward_pre_hook(self._before), m.register_forward_hook(self._after))]
 
-    def after(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        _sync(x.device)
-        spent[0] += time.perf_counter() - starts.pop(id(module))
+    def _before(self, module: nn.Module, args: tuple) -> None:
+        synchronize(self.device)
+        self._starts[id(module)] = time.perf_counter()
 
-    timed = [core.patch_embed, *core.blocks]
-    handles = [h for m in timed for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
-    totals, encoder = [], []
-    try:
-        for i in range(warmup + repeats):
-            spent[0] = 0.0
-            _sync(x.device)
-            start = time.perf_counter()
-            network(x)
-            _sync(x.device)
-            if i >= warmup:
-                totals.append(time.perf_counter() - start)
-                encoder.append(spent[0])
-    finally:
-        for handle in handles:
+    def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        synchronize(self.device)
+        self.spent += time.perf_counter() - self._starts.pop(id(module))
+
+    def run(self, network: nn.Module, x: torch.Tensor) -> None:
+        self.spent = 0.0
+        network(x)
+        self.passes.append(self.spent)
+
+    def remove(self) -> None:
+        for handle in self._handles:
             handle.remove()
-    return totals, encoder
 
 
 @torch.no_grad()
@@ -113,22 +97,21 @@ def measure_costs(
     """
     for network in networks.values():
         network.eval()
-    counts = {name: _count(network, x) for name, network in networks.items()}
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in networks}
-    for _ in range(warmup):
-        for network in networks.values():
-            network(x)
-    for _ in range(max(1, repeats)):
-        for name, network in networks.items():
-            totals, encoder = _time(network, x, 1, 0)
-            times[name][0].extend(totals)
-            times[name][1].extend(encoder)
-    return {
-        name: Cost(
-            *counts[name], latency_ms=1e3 * min(times[name][0]), encoder_latency_ms=1e3 * min(times[name][1]),
-            latency_median_ms=1e3 * statistics.median(times[name][0]),
-            encoder_latency_median_ms=1e3 * statistics.median(times[name][1]),
+    counts = {name: _counts(network, x) for name, network in networks.items()}
+    clocks = {name: _EncoderClock(network, x.device) for name, network in networks.items()}
+    try:
+        totals = time_interleaved(
+            {name: (None, partial(clocks[name].run, network, x)) for name, network in networks.items()},
+            max(1, repeats), warmup, x.device)
+    finally:
+        for clock in clocks.values():
+            clock.remove()
+    costs = {}
+    for name in networks:
+        encoder = clocks[name].passes[warmup:]  # the clock also ran in the untimed warm-up rounds
+        costs[name] = Cost(
+            *counts[name], latency_ms=1e3 * min(totals[name]), encoder_latency_ms=1e3 * min(encoder),
+            latency_median_ms=1e3 * statistics.median(totals[name]),
+            encoder_latency_median_ms=1e3 * statistics.median(encoder),
         )
-        for name in networks
-    }
-
+    return costs
