@@ -57,7 +57,7 @@ def _trainer(name: str) -> type:
 
 def _plans(trainer: type) -> dict:
     plans = copy.deepcopy(PLANS)
-    if issubclass(trainer, search_trainers._SlimMixin):
+    if issubclass(trainer, search_trainers.SlimMixin):
         plans["configurations"]["3d_fullres"][SLIM_PLANS_KEY] = {
             "budget": 0.5, "search_trainer": trainer.__name__.replace("Slim", "Search"), "source_plans": "nnUNetPlans",
             "network": json.loads(json.dumps(trainer.network_kwargs())), "blocks": SLIM_WIDTHS, "weights": "unused",
@@ -78,7 +78,7 @@ def _loss(name: str, network: torch.nn.Module, output: torch.Tensor, target: tor
     scd = unwrap(network, core=True)
     if trainer.guidance_weight and scd.scorer_logits:
         loss = loss + trainer.guidance_weight * scd.guidance_loss(target > 0)
-    if issubclass(trainer, search_trainers._SearchMixin):
+    if issubclass(trainer, search_trainers.SearchMixin):
         loss = loss + mask_penalty(unwrap(network), trainer.attn_penalty, trainer.mlp_penalty)
     return loss
 

@@ -313,3 +313,17 @@ def test_pixel_classifier_starts_as_the_identity_and_learns():
     wrapped(x).sum().backward()
     assert wrapped.pixel_classifier.out.weight.grad.abs().sum() > 0
     assert all(name.startswith("network.") for name in wrapped.no_weight_decay())
+
+
+def test_pixel_classifier_composes_through_forward_features_without_hooks():
+    net = _net().eval()
+    keys = set(net.state_dict())
+    wrapped = WithPixelClassifier(net).eval()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    # Checkpoints written before the split load unchanged: the wrapped network's keys only gain the prefix.
+    assert {k for k in wrapped.state_dict() if k.startswith("network.")} == {f"network.{k}" for k in keys}
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        features = net.forward_features(x)
+        assert features.shape == (1, net.decoder.out.in_channels, 16, 32, 32)
+        torch.testing.assert_close(net.forward_head(features), net(x))

@@ -241,6 +241,15 @@ class SCDNet(nn.Module):
         return foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_fg, tokens_valid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes, *S) for images (B, C, *S)."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's full-resolution features (B, feature_size, *S), before its 1x1 output convolution.
+
+        With ``forward_head`` this is ``forward`` in two steps (as timm models split it), so a wrapper that
+        adds a head of its own (``search.WithPixelClassifier``) composes without hooks.
+        """
         self._check_input(x)
         grid = token_grid(x.shape[2:], self.token_size)
         tokens = self.patch_embed(x) + self.pos_embed(grid)
@@ -248,13 +257,17 @@ class SCDNet(nn.Module):
             return self._forward_dense(x, tokens, grid)
         return self._forward_sparse(x, tokens, grid)
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from ``forward_features``' output: the decoder's 1x1 output convolution."""
+        return self.decoder.out(features)
+
     def _forward_dense(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         hidden_skips = []
         for depth, block in enumerate(self.blocks, start=1):
             tokens = block(tokens)
             if depth in self.skip_depths:
                 hidden_skips.append(tokens)
-        return self.decoder(x, self.norm(tokens), hidden_skips, grid)
+        return self.decoder(x, self.norm(tokens), hidden_skips, grid, head=False)
 
     def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         batch, num_tokens, _ = tokens.shape
@@ -283,7 +296,7 @@ class SCDNet(nn.Module):
             hidden_skips = [completed] * len(self.skip_depths)
         self.kept_indices = kept_indices
         self.scorer_logits, self.scored_positions = scorer_logits, scored_positions
-        return self.decoder(x, completed, hidden_skips, grid)
+        return self.decoder(x, completed, hidden_skips, grid, head=False)
 
     def _check_input(self, x: torch.Tensor) -> None:
         ndim = len(self.token_size)

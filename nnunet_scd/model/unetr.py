@@ -199,8 +199,15 @@ class UNETRDecoder(nn.Module):
         self.out = conv(channels[0], num_classes, kernel_size=1)
 
     def forward(
-        self, image: torch.Tensor, bottleneck: torch.Tensor, hidden_skips: Sequence[torch.Tensor], grid: Sequence[int]
+        self,
+        image: torch.Tensor,
+        bottleneck: torch.Tensor,
+        hidden_skips: Sequence[torch.Tensor],
+        grid: Sequence[int],
+        head: bool = True,
     ) -> torch.Tensor:
+        """Logits (B, num_classes, *S), or with ``head=False`` the full-resolution features (B, feature_size, *S)
+        that the 1x1 output convolution ``out`` turns into logits (what a wrapper fusing its own head needs)."""
         levels = self.num_levels
         skips_by_level: list[list[torch.Tensor]] = [[] for _ in range(levels + 1)]
         skips_by_level[0].append(channels_last(self.encoder1(channels_last(image))))
@@ -220,7 +227,7 @@ class UNETRDecoder(nn.Module):
             x = self.bottleneck(torch.cat([x, *skips_by_level[levels]], dim=1).contiguous())
         for lv in reversed(range(len(self.decoders))):
             x = self.decoders[lv](x, skips_by_level[lv])
-        return self.out(x)
+        return self.out(x) if head else x
 
     def _pool_bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         # Kernel 3, stride 2, padding 1 as in the authors' decoder; an axis of 2 tokens (too short for kernel 3)

@@ -22,7 +22,7 @@ from torch import nn
 from nnunet_scd.atomic import atomic_target, write_text_atomic
 from nnunet_scd.nnunet import search_trainers
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, read_checkpoint
-from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, _normalise, plans_identifier
+from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, network_record, plans_identifier
 from nnunet_scd.search import (
     Cost,
     WithPixelClassifier,
@@ -63,7 +63,7 @@ def _search_trainer(name: str) -> type:
             trainer = recursive_find_trainer_class_by_name(name)
         except RuntimeError:
             trainer = None
-    if trainer is None or not issubclass(trainer, search_trainers._SearchMixin):
+    if trainer is None or not issubclass(trainer, search_trainers.SearchMixin):
         choices = sorted(n for n in search_trainers.__all__ if "Search" in n)
         raise ValueError(f"{name!r} is not a joint-search trainer; use one of {choices}.")
     return trainer
@@ -201,8 +201,8 @@ def derive_slim_plans(
         new_plans["plans_name"] = new_id
         new_plans["configurations"][configuration][SLIM_PLANS_KEY] = {
             "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
-            "equal_heads": equal_heads, "network": _normalise(trainer.network_kwargs()), "blocks": keep_widths(keep),
-            "weights": weights_dir,
+            "equal_heads": equal_heads, "network": network_record(trainer.network_kwargs()),
+            "blocks": keep_widths(keep), "weights": weights_dir,
         }
         try:  # another fold's run may have written these plans since: then its widths are the ones to take
             write_text_atomic(json.dumps(new_plans, indent=4), plans_file, exclusive=not existed)
@@ -219,7 +219,7 @@ def derive_slim_plans(
     _save_weights(network.state_dict(), weights_file, overwrite or rederive)
 
     # The same trainer's network without the masks (dense timm blocks): what the search run would have been.
-    dense = super(search_trainers._SearchMixin, trainer).build_network_architecture(*args)
+    dense = trainer.build_unmasked_network_architecture(*args)
     networks = {"dense": dense, "slim": network, "slim + pixel classifier": WithPixelClassifier(network)}
     costs = measure_costs(networks, x, repeats)
     return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change)

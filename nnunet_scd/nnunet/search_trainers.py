@@ -43,6 +43,8 @@ from nnunet_scd.search.plot import plot_mask_distribution
 from nnunet_scd.unwrap import unwrap
 
 __all__ = [
+    "SearchMixin",
+    "SlimMixin",
     "nnUNetTrainerSCDSearch",
     "nnUNetTrainerSCDSearch_Tiny",
     "nnUNetTrainerSCDSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring",
@@ -82,7 +84,7 @@ class _PenalisedLoss:
         return loss
 
 
-class _SearchMixin:
+class SearchMixin:
     """Masks on every encoder block, trained with the weights under an L1 penalty.
 
     The penalty weights are far below ViT-Slim's 1e-4, because nnU-Net's loss gives a mask a much
@@ -103,10 +105,24 @@ class _SearchMixin:
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        network = super().build_network_architecture(
+        return mask_blocks(cls.build_unmasked_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
+        ))
+
+    @classmethod
+    def build_unmasked_network_architecture(
+        cls,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        """The network this trainer searches, without the masks: the reference ``nnunet-scd slim`` measures
+        the sliced network against."""
+        return super().build_network_architecture(
             plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
         )
-        return mask_blocks(network)
 
     def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
         optimizer, scheduler = super().configure_optimizers()
@@ -152,7 +168,7 @@ class _SearchMixin:
             self.print_to_log_file(f"mask distribution plot failed: {error}")
 
 
-class _SlimMixin:
+class SlimMixin:
     """The sliced network from the plans' widths; starts from the sliced weights when training starts."""
 
     pixel_classifier: bool = True
@@ -191,11 +207,11 @@ class _SlimMixin:
 
 
 # ---------------------------------------------------------------------- search
-class nnUNetTrainerSCDSearch(_SearchMixin, nnUNetTrainerSCD):
+class nnUNetTrainerSCDSearch(SearchMixin, nnUNetTrainerSCD):
     """SCD (ViT-B, token pruning) with learnable channel/neuron masks and their L1 penalty."""
 
 
-class nnUNetTrainerSCDSearch_Tiny(_SearchMixin, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCDSearch_Tiny(SearchMixin, nnUNetTrainerSCD_Tiny):
     pass
 
 
@@ -204,11 +220,11 @@ class nnUNetTrainerSCDSearch_Tiny_5epochs(nnUNetTrainerSCDSearch_Tiny):
     checkpoint_every = 1
 
 
-class nnUNetTrainerUNETRSearch(_SearchMixin, nnUNetTrainerUNETR):
+class nnUNetTrainerUNETRSearch(SearchMixin, nnUNetTrainerUNETR):
     """Dense UNETR with the search masks: slim without token pruning."""
 
 
-class nnUNetTrainerUNETRSearch_Tiny(_SearchMixin, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETRSearch_Tiny(SearchMixin, nnUNetTrainerUNETR_Tiny):
     pass
 
 
@@ -218,7 +234,7 @@ class nnUNetTrainerUNETRSearch_Tiny_5epochs(nnUNetTrainerUNETRSearch_Tiny):
 
 
 # ---------------------------------------------------------------------- slim
-class nnUNetTrainerSCDSlim(_SlimMixin, nnUNetTrainerSCD):
+class nnUNetTrainerSCDSlim(SlimMixin, nnUNetTrainerSCD):
     """Fine-tunes the sliced SCD network (with the pixel classification module) from the sliced weights."""
 
 
@@ -226,7 +242,7 @@ class nnUNetTrainerSCDSlim_NoPixelClassifier(nnUNetTrainerSCDSlim):
     pixel_classifier = False
 
 
-class nnUNetTrainerSCDSlim_Tiny(_SlimMixin, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCDSlim_Tiny(SlimMixin, nnUNetTrainerSCD_Tiny):
     pass
 
 
@@ -239,11 +255,11 @@ class nnUNetTrainerSCDSlim_Tiny_5epochs(nnUNetTrainerSCDSlim_Tiny):
     checkpoint_every = 1
 
 
-class nnUNetTrainerUNETRSlim(_SlimMixin, nnUNetTrainerUNETR):
+class nnUNetTrainerUNETRSlim(SlimMixin, nnUNetTrainerUNETR):
     """Fine-tunes the sliced dense UNETR (slim without token pruning)."""
 
 
-class nnUNetTrainerUNETRSlim_Tiny(_SlimMixin, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETRSlim_Tiny(SlimMixin, nnUNetTrainerUNETR_Tiny):
     pass
 
 

@@ -18,7 +18,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SLIM_PLANS_KEY", "check_network_matches", "plans_identifier", "slim_record", "sliced_weights_file"]
+__all__ = [
+    "SLIM_PLANS_KEY",
+    "check_network_matches",
+    "network_record",
+    "plans_identifier",
+    "slim_record",
+    "sliced_weights_file",
+]
 
 SLIM_PLANS_KEY = "scd_slim"
 
@@ -28,8 +35,10 @@ def plans_identifier(source_plans: str, budget: float) -> str:
     return f"{source_plans}_slim{format(budget, 'g').replace('.', 'p')}"
 
 
-def _normalise(value: Any) -> Any:
-    return json.loads(json.dumps(value))  # tuples -> lists, as read back from plans.json
+def network_record(network_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's network keywords as the plans record them: through JSON (tuples become lists), so a
+    record read back from plans.json compares equal."""
+    return json.loads(json.dumps(network_kwargs))
 
 
 def slim_record(configuration: dict[str, Any], configuration_name: str = "") -> dict[str, Any]:
@@ -47,7 +56,7 @@ def slim_record(configuration: dict[str, Any], configuration_name: str = "") -> 
 def check_network_matches(record: dict[str, Any], network_kwargs: dict[str, Any], trainer: str) -> None:
     """ValueError unless ``trainer`` builds the network family the widths were derived from."""
     recorded = record["network"]
-    wanted = _normalise(network_kwargs)
+    wanted = network_record(network_kwargs)
     keys = set(recorded) | set(wanted)
     diff = {k: (recorded.get(k), wanted.get(k)) for k in keys if recorded.get(k) != wanted.get(k)}
     if diff:

@@ -6,8 +6,9 @@ features and the raw image with a few 1x1(x1) convolutions and adds its logits t
 Its last convolution starts at zero, so attaching it to a trained or freshly sliced network
 changes nothing until fine-tuning teaches it something.
 
-It is attached by composition: ``WithPixelClassifier`` wraps the network and reads the decoder's
-full-resolution features with a forward hook on ``decoder.out``; the model code is untouched.
+It is attached by composition: ``WithPixelClassifier`` wraps the network and takes the decoder's
+full-resolution features from the network's ``forward_features``, then adds its logits to those of
+``forward_head``; no hook, and the wrapped network's state-dict keys stay ``network.*``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class PixelClassifier(nn.Module):
 
 
 class WithPixelClassifier(nn.Module):
-    """``network(x) + PixelClassifier([decoder full-res features, x])`` for a network with ``decoder.out``.
+    """``network(x) + PixelClassifier([decoder full-res features, x])`` for an SCDNet.
+
+    The network must offer ``forward_features`` (full-resolution features) and ``forward_head`` (their
+    logits), and its decoder's output convolution ``decoder.out`` gives the branch its sizes.
 
     Args:
         network: an SCDNet (sliced or not); its attributes stay reachable as ``self.network``.
@@ -58,19 +62,11 @@ class WithPixelClassifier(nn.Module):
         self.pixel_classifier = PixelClassifier(
             out.weight.ndim - 2, out.in_channels + network.input_channels, out.out_channels, hidden
         )
-        self._features: torch.Tensor | None = None
-        out.register_forward_hook(self._keep_features)
-
-    def _keep_features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._features = inputs[0]
 
     def no_weight_decay(self) -> set[str]:
         inner = self.network.no_weight_decay() if hasattr(self.network, "no_weight_decay") else set()
         return {f"network.{name}" for name in inner}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.network(x)
-        features, self._features = self._features, None
-        if features is None:
-            raise RuntimeError("the decoder's output convolution did not run; cannot fuse the pixel classifier.")
-        return logits + self.pixel_classifier(torch.cat([features, x], dim=1))
+        features = self.network.forward_features(x)
+        return self.network.forward_head(features) + self.pixel_classifier(torch.cat([features, x], dim=1))
