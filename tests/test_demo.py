@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -163,18 +162,9 @@ def test_demo_trainers_keep_the_tiny_networks_and_share_one_budget() -> None:
         assert scd.network_kwargs() == nnUNetTrainerSCD_Tiny.network_kwargs()
         assert dense.network_kwargs() == nnUNetTrainerUNETR_Tiny.network_kwargs()
         for cls in (scd, dense):
-            assert (cls.epochs, cls.iterations_per_epoch) == (config.budget.epochs, config.budget.iterations_per_epoch)
+            assert (cls.recipe.epochs, cls.recipe.iterations_per_epoch) == (config.budget.epochs,
+                                                                            config.budget.iterations_per_epoch)
     assert DEFAULT.budget.train_iterations > QUICK.budget.train_iterations
-
-
-def test_demo_shim_imports_cleanly_and_exports_the_demo_trainers() -> None:
-    from nnunet_scd.demo import trainers
-
-    spec = importlib.util.spec_from_file_location("nnunet_scd_demo_trainers_shim",
-                                                  REPO / "trainers" / "nnunet_scd_demo_trainers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert sorted(module.__all__) == sorted(trainers.__all__)
 
 
 def test_demo_help_runs_and_documents_the_options() -> None:

@@ -5,7 +5,7 @@ plan+preprocess, training of a shortened SCD trainer (killed mid-epoch, then res
 and a shortened dense UNETR trainer, a 2d SCD training, model export/install, prediction of a
 raw folder with the installed model, evaluation, find_best_configuration (with ensembling and
 postprocessing) and apply_postprocessing; and a training of the authors' reproduction trainer
-(nnUNetTrainerSCD_Zhou2023_BraTS, Tiny). Nothing of nnU-Net is patched: the trainers are found
+(nnUNetTrainerSCD_Zhou2023BraTS, Tiny). Nothing of nnU-Net is patched: the trainers are found
 through nnUNet_extTrainer.
 """
 
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring
+from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_cpuSmoke
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 987
-SCD = "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring"
-DENSE = "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring"
+SCD = "nnUNetTrainerSCD_Tiny_cpuSmoke"
+DENSE = "nnUNetTrainerUNETR_Tiny_cpuSmoke"
 PLANS = "nnUNetPlans"
 
 
@@ -174,7 +174,7 @@ def test_results_folder_records_the_token_geometry(env: dict[str, str], trained:
 def test_killed_training_resumes_from_its_last_checkpoint(trained: dict) -> None:
     log = trained["resumed_log"]
     epochs = logged_epochs(log)
-    last = nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring.epochs - 1
+    last = nnUNetTrainerSCD_Tiny_cpuSmoke.recipe.epochs - 1
     assert epochs and epochs[0] == 1 and epochs[-1] == last, f"resumed run trained epochs {epochs}"
     assert "Training done." in log
 
@@ -250,7 +250,7 @@ def test_token_selection_is_logged_plotted_and_reported_on_held_out_cases(env: d
 
 def test_the_authors_reproduction_trainer_trains_through_stock_nnunet(env: dict[str, str]) -> None:
     """The Zhou2023 family (shared skips, pooled x8 decoder, layer decay, cosine) runs as any nnU-Net trainer."""
-    trainer = "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters"
+    trainer = "nnUNetTrainerSCD_Zhou2023BraTS_Tiny_cpuStudy"
     run(env, "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu")
     fold = results_dir(env, trainer, "3d_fullres") / "fold_0"
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))

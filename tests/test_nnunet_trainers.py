@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,20 +75,41 @@ def build(cls: type, plans: dict, configuration: str, deep_supervision: bool) ->
     )
 
 
-def test_nnunet_finds_every_trainer_through_the_shim_folder(nnunet_env: Path) -> None:
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+def _shipped_trainers() -> dict[str, type]:
+    """Every trainer class the trainer modules define, by name (what the shim re-exports)."""
+    from nnunet_scd.demo import trainers as demo_trainers
+    from nnunet_scd.nnunet import search_trainers
+
+    modules = (tr, search_trainers, demo_trainers)
+    return {n: getattr(m, n) for m in modules for n in tr.defined_trainers(vars(m))}
+
+
+SHIPPED = _shipped_trainers()
+PUBLIC_API = ("nnUNetTrainerSCD", "nnUNetTrainerUNETR", "nnUNetTrainerSCD_MIM", "nnUNetTrainerSCDSearch",
+              "nnUNetTrainerSCDSlim", "nnUNetTrainerSCD_RandomPruning")
+
+
+def test_readme_trainer_table_lists_exactly_the_shipped_trainers() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Trainers\n", 1)[1].split("\n\n| trainer |", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"`(nnUNetTrainer\w*)`", table)) == set(SHIPPED)
+    assert {*PUBLIC_API, *(f"{n}_Tiny" for n in PUBLIC_API)} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_nnunet_finds_the_trainer_by_name_through_the_shim_folder(nnunet_env: Path, name: str) -> None:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    # As nnUNetv2_train and nnUNetv2_predict look it up: nnU-Net's own trainers first, then nnUNet_extTrainer.
+    found = recursive_find_trainer_class_by_name(name)
+    assert found.__name__ == name and found.__module__ == SHIPPED[name].__module__
+
+
+def test_the_shim_folder_is_what_nnunet_ext_trainer_must_list(nnunet_env: Path) -> None:
     from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
 
     assert ext_trainer_status() is None
-    names = [n for n in tr.__all__ if n.startswith("nnUNetTrainer")]
-    assert {"nnUNetTrainerSCD", "nnUNetTrainerUNETR", "nnUNetTrainerSCD_MIM"} <= set(names)
-    for name in ("nnUNetTrainerSCD", "nnUNetTrainerUNETR_Tiny_5epochs"):
-        found = recursive_find_trainer_class_by_name(name)
-        assert found.__name__ == name and issubclass(found, nnUNetTrainer)
-    shim = (REPO / "trainers" / "nnunet_scd_trainers.py").read_text()
-    assert all(f'"{n}"' in shim for n in names), "the shim must export every trainer"
+    assert [p.name for p in (REPO / "trainers").glob("*.py")] == ["nnunet_scd_trainers.py"]
 
 
 def test_missing_ext_trainer_variable_gets_our_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +175,25 @@ def test_variants_change_only_what_their_name_says() -> None:
     tiny = tr.nnUNetTrainerSCD_Tiny.network_kwargs()
     assert tr.nnUNetTrainerUNETR_Tiny.network_kwargs() == {**tiny, "keep_ratios": None}
     assert tr.nnUNetTrainerSCD_Tiny_5epochs.network_kwargs() == tiny
-    assert tr.nnUNetTrainerSCD_Tiny_5epochs.epochs == 5
+    assert tr.nnUNetTrainerSCD_Tiny_5epochs.recipe == tr.RECIPES["5epochs"] and tr.RECIPES["5epochs"].epochs == 5
+
+
+@pytest.mark.parametrize("cls, lr, warmup", [
+    (tr.nnUNetTrainerSCD_Tiny_cpuSmoke, 1e-3, 0.125),  # the row's lr and warm-up replace the trainer's
+    (tr.nnUNetTrainerSCD_Zhou2023Recipe_Tiny_cpuStudy, 1.72e-2 * 2 / 256, 0.01),  # the row keeps the trainer's
+])
+def test_a_recipe_row_sets_length_checkpoints_mirroring_and_lr(nnunet_env: Path, cls: type, lr: float,
+                                                                warmup: float) -> None:
+    trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
+    recipe = cls.recipe
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch,
+            trainer.save_every) == (recipe.epochs, recipe.iterations_per_epoch, recipe.val_iterations_per_epoch,
+                                    recipe.checkpoint_every)
+    assert trainer.initial_lr == pytest.approx(lr) and trainer.warmup_fraction == warmup
+    *_, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert mirror_axes is None and trainer.inference_allowed_mirroring_axes is None
+    mirrored = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
+    assert mirrored.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[-1] == (0, 1, 2)
 
 
 def test_dense_and_sparse_networks_differ_only_in_pruning(nnunet_env: Path) -> None:
@@ -196,7 +236,7 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -
 def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_env: Path) -> None:
     from nnunet_scd.nnunet import search_trainers as st
 
-    cls = st.nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring
+    cls = st.nnUNetTrainerUNETRSearch_Tiny_cpuShort
     trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
     optimizer, scheduler = trainer.configure_optimizers()
@@ -205,7 +245,7 @@ def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_en
     by_id = {id(p): n for n, p in trainer.network.named_parameters()}
     assert {by_id[id(p)] for p in masks["params"]} == mask_names and len(mask_names) == 2 * 6
     assert not any(by_id[id(p)] in mask_names for g in weights for p in g["params"])
-    assert masks["weight_decay"] == 0.0 and masks["lr_scale"] == cls.mask_lr_scale == 10.0
+    assert masks["weight_decay"] == 0.0 and masks["lr_scale"] == cls.recipe.mask_lr_scale == 10.0
     scheduler.step(3)
     assert masks["lr"] == pytest.approx(10 * weights[0]["lr"]) and weights[0]["lr"] == pytest.approx(
         scheduler.lr_at(3))
@@ -327,10 +367,10 @@ def test_random_pruning_and_no_guidance_trainers_change_only_their_one_thing() -
     assert tr.nnUNetTrainerSCD_RandomPruning_Tiny.network_kwargs() == {**base, "token_selection": "random"}
     assert tr.nnUNetTrainerSCD_NoGuidance_Tiny.network_kwargs() == base
     assert tr.nnUNetTrainerSCD_NoGuidance_Tiny.guidance_weight == 0.0
-    for name in ("nnUNetTrainerSCD_Tiny_keep0p1_360iters", "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters"):
+    for name in ("nnUNetTrainerSCD_keep0p1_Tiny_cpuStudy", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_cpuStudy"):
         cls = getattr(tr, name)
-        assert cls.keep_ratios == (0.1, 0.1, 0.1) and cls.epochs * cls.iterations_per_epoch == 360
-        assert (cls.lr, cls.warmup_fraction) == (tr.nnUNetTrainerSCD.lr, tr.nnUNetTrainerSCD.warmup_fraction)
+        assert cls.keep_ratios == (0.1, 0.1, 0.1) and cls.recipe.epochs * cls.recipe.iterations_per_epoch == 360
+        assert (cls.recipe.lr, cls.recipe.warmup_fraction) == (None, None)  # the shipped lr and warm-up share
 
 
 def test_foreground_masks_follow_labels_ignore_label_and_regions() -> None:
@@ -405,7 +445,7 @@ def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:
 
 
 def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env: Path) -> None:
-    for cls in (tr.nnUNetTrainerSCD_MIM, tr.nnUNetTrainerSCD_MIM_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny_360iters):
+    for cls in (tr.nnUNetTrainerSCD_MIM, tr.nnUNetTrainerSCD_MIM_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny_cpuStudy):
         trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
         net = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
         assert net.skip_assembly == "shared" and type(net.completion).__name__ == "MaskTokenCompletion", cls
@@ -415,7 +455,7 @@ def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env
 
 
 def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path) -> None:
-    btcv, brats = tr.nnUNetTrainerSCD_Zhou2023, tr.nnUNetTrainerSCD_Zhou2023_BraTS
+    btcv, brats = tr.nnUNetTrainerSCD_Zhou2023, tr.nnUNetTrainerSCD_Zhou2023BraTS
     assert btcv.network_kwargs() == {**tr.nnUNetTrainerSCD.network_kwargs(), "keep_ratios": (0.1, 0.1, 0.1),
                                      "completion_dim": 768, "completion_heads": 12, "skip_assembly": "shared",
                                      "pooled_bottleneck": True}

@@ -11,6 +11,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scd.commands import slim as slim_command
+from nnunet_scd.nnunet import derive_subnet, search_trainers
 from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
 from nnunet_scd.nnunet.search_trainers import (
     nnUNetTrainerSCDSearch_Tiny,
@@ -137,11 +138,23 @@ def test_slim_command_rejects_a_budget_outside_the_unit_interval(capsys: pytest.
     assert "(0, 1]" in capsys.readouterr().err
 
 
-def test_next_step_names_the_matching_slim_trainer():
-    assert slim_command.slim_trainer_for("nnUNetTrainerSCDSearch") == "nnUNetTrainerSCDSlim"
-    short = "nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring"
-    assert slim_command.slim_trainer_for(short) == "nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring"
-    assert slim_command.slim_trainer_for("MyOwnSearchTrainer").startswith("<")
+@pytest.mark.parametrize("name", [n for n in search_trainers.__all__ if "Search" in n and n.startswith("nnUNet")])
+def test_every_search_trainer_names_a_slim_trainer_of_its_network_and_recipe(name: str):
+    search = getattr(search_trainers, name)
+    slim = getattr(search_trainers, search.slim_trainer)
+    assert issubclass(slim, search_trainers.SlimMixin) and slim.pixel_classifier
+    assert slim.network_kwargs() == search.network_kwargs()
+    lengths = ("epochs", "iterations_per_epoch", "lr", "warmup_fraction", "mirroring")
+    assert [getattr(slim.recipe, k) for k in lengths] == [getattr(search.recipe, k) for k in lengths]
+
+
+def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(search_run: Path):
+    assert _derive().slim_trainer == "nnUNetTrainerSCDSlim_Tiny"
+
+    class MySearch(nnUNetTrainerSCDSearch_Tiny):  # inherits slim_trainer, but not the network it names
+        keep_ratios = (0.5, 0.5, 0.5)
+
+    assert derive_subnet._slim_trainer(MySearch) is None
 
 
 def test_mask_distribution_plot_is_written(tmp_path: Path):

@@ -1,83 +1,10 @@
-"""Shim found by nnU-Net through nnUNet_extTrainer: it only imports the installed trainers.
+"""The one shim nnU-Net imports through nnUNet_extTrainer: every nnunet-scd trainer, by class name.
 
-nnU-Net imports every module in this folder as a top-level module and looks the trainer up by
-class name; keep the code in nnunet_scd.nnunet.trainers.
+nnU-Net imports each module of the folders nnUNet_extTrainer lists and looks a trainer up by class
+name. Each trainer module lists the trainers it defines in its ``__all__`` (computed, so a trainer is
+written once, as its class); keep the code in those modules, not here.
 """
 
-from nnunet_scd.nnunet.trainers import (
-    nnUNetTrainerSCD,
-    nnUNetTrainerSCD_FullWidthCompletion,
-    nnUNetTrainerSCD_FullWidthCompletion_Tiny,
-    nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters,
-    nnUNetTrainerSCD_keep0p1,
-    nnUNetTrainerSCD_keep0p5,
-    nnUNetTrainerSCD_MIM,
-    nnUNetTrainerSCD_MIM_Tiny,
-    nnUNetTrainerSCD_MIM_Tiny_360iters,
-    nnUNetTrainerSCD_NoGuidance,
-    nnUNetTrainerSCD_NoGuidance_Tiny,
-    nnUNetTrainerSCD_RandomPruning,
-    nnUNetTrainerSCD_RandomPruning_Tiny,
-    nnUNetTrainerSCD_RandomPruning_Tiny_360iters,
-    nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters,
-    nnUNetTrainerSCD_SharedSkips,
-    nnUNetTrainerSCD_SharedSkips_Tiny,
-    nnUNetTrainerSCD_SharedSkips_Tiny_360iters,
-    nnUNetTrainerSCD_Tiny,
-    nnUNetTrainerSCD_Tiny_5epochs,
-    nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring,
-    nnUNetTrainerSCD_Tiny_360iters,
-    nnUNetTrainerSCD_Tiny_keep0p1_360iters,
-    nnUNetTrainerSCD_Tiny_keep0p5,
-    nnUNetTrainerSCD_Zhou2023,
-    nnUNetTrainerSCD_Zhou2023_BraTS,
-    nnUNetTrainerSCD_Zhou2023_BraTS_Tiny,
-    nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters,
-    nnUNetTrainerSCD_Zhou2023_Tiny,
-    nnUNetTrainerSCD_Zhou2023Recipe,
-    nnUNetTrainerSCD_Zhou2023Recipe_Tiny,
-    nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters,
-    nnUNetTrainerUNETR,
-    nnUNetTrainerUNETR_Tiny,
-    nnUNetTrainerUNETR_Tiny_5epochs,
-    nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring,
-)
-
-__all__ = [
-    "nnUNetTrainerSCD",
-    "nnUNetTrainerSCD_FullWidthCompletion",
-    "nnUNetTrainerSCD_FullWidthCompletion_Tiny",
-    "nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters",
-    "nnUNetTrainerSCD_MIM",
-    "nnUNetTrainerSCD_MIM_Tiny",
-    "nnUNetTrainerSCD_MIM_Tiny_360iters",
-    "nnUNetTrainerSCD_NoGuidance",
-    "nnUNetTrainerSCD_NoGuidance_Tiny",
-    "nnUNetTrainerSCD_RandomPruning",
-    "nnUNetTrainerSCD_RandomPruning_Tiny",
-    "nnUNetTrainerSCD_RandomPruning_Tiny_360iters",
-    "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters",
-    "nnUNetTrainerSCD_SharedSkips",
-    "nnUNetTrainerSCD_SharedSkips_Tiny",
-    "nnUNetTrainerSCD_SharedSkips_Tiny_360iters",
-    "nnUNetTrainerSCD_Tiny",
-    "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
-    "nnUNetTrainerSCD_Tiny_360iters",
-    "nnUNetTrainerSCD_Tiny_5epochs",
-    "nnUNetTrainerSCD_Tiny_keep0p1_360iters",
-    "nnUNetTrainerSCD_Tiny_keep0p5",
-    "nnUNetTrainerSCD_Zhou2023",
-    "nnUNetTrainerSCD_Zhou2023Recipe",
-    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny",
-    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters",
-    "nnUNetTrainerSCD_Zhou2023_BraTS",
-    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny",
-    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters",
-    "nnUNetTrainerSCD_Zhou2023_Tiny",
-    "nnUNetTrainerSCD_keep0p1",
-    "nnUNetTrainerSCD_keep0p5",
-    "nnUNetTrainerUNETR",
-    "nnUNetTrainerUNETR_Tiny",
-    "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring",
-    "nnUNetTrainerUNETR_Tiny_5epochs",
-]
+from nnunet_scd.demo.trainers import *  # noqa: F403
+from nnunet_scd.nnunet.search_trainers import *  # noqa: F403
+from nnunet_scd.nnunet.trainers import *  # noqa: F403

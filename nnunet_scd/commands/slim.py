@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 from nnunet_scd.atomic import write_text_atomic
@@ -62,18 +61,10 @@ def run(args: argparse.Namespace) -> int:
         }
         write_text_atomic(json.dumps(report, indent=2), args.json)
     print(f"Wrote {result.plans_file} and {result.weights_file}.")
+    slim_trainer = result.slim_trainer or "<the Slim trainer of the same network and length>"
     print(f"Next: nnUNetv2_train {args.dataset} {args.configuration} {args.fold} "
-          f"-tr {slim_trainer_for(args.trainer)} -p {result.plans_identifier}")
+          f"-tr {slim_trainer} -p {result.plans_identifier}")
     return 0
-
-
-def slim_trainer_for(search_trainer: str) -> str:
-    """The slim trainer that fine-tunes what ``search_trainer`` found: Search -> Slim, without the mask-lr tag
-    (the slim stage has no masks); a placeholder if no such trainer ships with nnunet-scd."""
-    from nnunet_scd.nnunet import search_trainers
-
-    name = re.sub(r"_maskLr[0-9a-z]+", "", search_trainer.replace("Search", "Slim"))
-    return name if hasattr(search_trainers, name) else "<the Slim trainer of the same network and length>"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

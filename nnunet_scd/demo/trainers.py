@@ -1,37 +1,34 @@
 """Demo trainer variants: the Tiny SCD trainer, its dense twin and stock nnU-Net, with the demo's short budgets.
 
 The networks are exactly those of ``nnUNetTrainerSCD_Tiny``, ``nnUNetTrainerUNETR_Tiny`` and
-``nnUNetTrainer``. The ViTs get the demo's budget with the short-run recipe (``ShortRunRecipe``: lr
-1e-3 after a warm-up, no test-time mirroring); stock nnU-Net gets the same budget with its own
-recipe (SGD, lr 1e-2, poly decay, deep supervision). All are seeded. The end-of-training
-validation is left out because the demo predicts the same validation cases with
-``nnUNetv2_predict`` and evaluates them itself.
+``nnUNetTrainer``. The ViTs get the demo's budget with the CPU recipe of ``RECIPES["cpuShort"]`` (lr
+1e-3 after a warm-up, a checkpoint every epoch, no mirroring); stock nnU-Net gets the same budget
+and mirroring with its own optimiser (SGD, lr 1e-2, poly decay, deep supervision). All are seeded.
+The end-of-training validation is left out because the demo predicts the same validation cases
+with ``nnUNetv2_predict`` and evaluates them itself.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import replace
+
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
+from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
-from nnunet_scd.nnunet.trainers import (
-    NoTestTimeMirroring,
-    ShortRunRecipe,
-    nnUNetTrainerSCD_Tiny,
-    nnUNetTrainerUNETR_Tiny,
-)
+from nnunet_scd.nnunet.trainers import defined_trainers, nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
 
-_CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
 
-__all__ = [
-    "nnUNetTrainer_demo",
-    "nnUNetTrainer_demoQuick",
-    "nnUNetTrainerSCD_Tiny_demo",
-    "nnUNetTrainerSCD_Tiny_demoQuick",
-    "nnUNetTrainerUNETR_Tiny_demo",
-    "nnUNetTrainerUNETR_Tiny_demoQuick",
-]
+def _demo_recipe(budget: TrainingBudget, base: Recipe) -> Recipe:
+    """``base`` (its lr, warm-up, checkpoints and mirroring) at the demo budget's length."""
+    return replace(base, epochs=budget.epochs, iterations_per_epoch=budget.iterations_per_epoch,
+                   val_iterations_per_epoch=budget.val_iterations_per_epoch)
+
+
+# The ViTs' CPU recipe; stock nnU-Net keeps its own optimiser (lr None) and gets the same length and mirroring.
+_VIT = RECIPES["cpuShort"]
+_STOCK = Recipe(checkpoint_every=_VIT.checkpoint_every, mirroring=_VIT.mirroring)
 
 
 class _NoFinalValidation:
@@ -44,55 +41,31 @@ class _NoFinalValidation:
         )
 
 
-class _DemoBudget(_NoFinalValidation, ShortRunRecipe):
-    """Mixin for the ViT trainers: a fixed epoch/iteration budget with the short-run recipe.
-
-    The recipe's checkpoint every epoch is what lets an interrupted demo resume (``--c``) from the
-    last finished epoch.
-    """
-
-    budget: TrainingBudget = DEFAULT.budget
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.epochs = cls.budget.epochs
-        cls.iterations_per_epoch = cls.budget.iterations_per_epoch
-        cls.val_iterations_per_epoch = cls.budget.val_iterations_per_epoch
+# A checkpoint every epoch is what lets an interrupted demo resume (``--c``) from the last finished epoch.
+class nnUNetTrainerSCD_Tiny_demo(_NoFinalValidation, nnUNetTrainerSCD_Tiny):
+    recipe = _demo_recipe(DEFAULT.budget, _VIT)
 
 
-class _StockDemoBudget(_NoFinalValidation, NoTestTimeMirroring, SeededTraining, nnUNetTrainer):
+class nnUNetTrainerUNETR_Tiny_demo(_NoFinalValidation, nnUNetTrainerUNETR_Tiny):
+    recipe = _demo_recipe(DEFAULT.budget, _VIT)
+
+
+class nnUNetTrainerSCD_Tiny_demoQuick(_NoFinalValidation, nnUNetTrainerSCD_Tiny):
+    recipe = _demo_recipe(QUICK.budget, _VIT)
+
+
+class nnUNetTrainerUNETR_Tiny_demoQuick(_NoFinalValidation, nnUNetTrainerUNETR_Tiny):
+    recipe = _demo_recipe(QUICK.budget, _VIT)
+
+
+class nnUNetTrainer_demo(_NoFinalValidation, RecipeTraining, SeededTraining, nnUNetTrainer):
     """Stock nnU-Net (network, loss, optimiser, schedule, deep supervision) with only the demo's length changed."""
 
-    budget: TrainingBudget = DEFAULT.budget
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = _CUDA):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.budget.epochs
-        self.num_iterations_per_epoch = self.budget.iterations_per_epoch
-        self.num_val_iterations_per_epoch = self.budget.val_iterations_per_epoch
-        self.save_every = 1
+    recipe = _demo_recipe(DEFAULT.budget, _STOCK)
 
 
-class nnUNetTrainerSCD_Tiny_demo(_DemoBudget, nnUNetTrainerSCD_Tiny):
-    budget = DEFAULT.budget
+class nnUNetTrainer_demoQuick(nnUNetTrainer_demo):
+    recipe = _demo_recipe(QUICK.budget, _STOCK)
 
 
-class nnUNetTrainerUNETR_Tiny_demo(_DemoBudget, nnUNetTrainerUNETR_Tiny):
-    budget = DEFAULT.budget
-
-
-class nnUNetTrainerSCD_Tiny_demoQuick(_DemoBudget, nnUNetTrainerSCD_Tiny):
-    budget = QUICK.budget
-
-
-class nnUNetTrainerUNETR_Tiny_demoQuick(_DemoBudget, nnUNetTrainerUNETR_Tiny):
-    budget = QUICK.budget
-
-
-class nnUNetTrainer_demo(_StockDemoBudget):
-    budget = DEFAULT.budget
-
-
-class nnUNetTrainer_demoQuick(_StockDemoBudget):
-    budget = QUICK.budget
+__all__ = defined_trainers(globals())

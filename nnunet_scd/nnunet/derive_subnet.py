@@ -47,6 +47,7 @@ class SlimResult:
     reused_widths: bool
     costs: dict[str, Cost]
     max_output_change: float
+    slim_trainer: str | None  # the slim trainer to fine-tune with, None if the search trainer names none that fits
 
 
 def _env_folder(name: str) -> Path:
@@ -56,17 +57,33 @@ def _env_folder(name: str) -> Path:
     return Path(value)
 
 
-def _search_trainer(name: str) -> type:
+def _trainer_class(name: str) -> type | None:
     trainer = getattr(search_trainers, name, None)
     if trainer is None:  # a user's variant, found the way nnU-Net finds it (nnUNet_extTrainer)
         try:
             trainer = recursive_find_trainer_class_by_name(name)
         except RuntimeError:
             trainer = None
+    return trainer
+
+
+def _search_trainer(name: str) -> type:
+    trainer = _trainer_class(name)
     if trainer is None or not issubclass(trainer, search_trainers.SearchMixin):
         choices = sorted(n for n in search_trainers.__all__ if "Search" in n)
         raise ValueError(f"{name!r} is not a joint-search trainer; use one of {choices}.")
     return trainer
+
+
+def _slim_trainer(search_trainer: type) -> str | None:
+    """The slim trainer ``search_trainer`` names, if it builds the searched network (a user's subclass inherits
+    its parent's name, which may not fit)."""
+    name = search_trainer.slim_trainer
+    slim = _trainer_class(name) if name else None
+    if slim is None or not issubclass(slim, search_trainers.SlimMixin) or \
+            network_record(slim.network_kwargs()) != network_record(search_trainer.network_kwargs()):
+        return None
+    return name
 
 
 def _dataset_name(dataset: str | int) -> str:
@@ -200,7 +217,8 @@ def derive_slim_plans(
         new_plans = json.loads(json.dumps(plans_dict))
         new_plans["plans_name"] = new_id
         new_plans["configurations"][configuration][SLIM_PLANS_KEY] = {
-            "budget": budget, "search_trainer": trainer_name, "source_plans": plans, "source_fold": fold,
+            "budget": budget, "search_trainer": trainer_name, "slim_trainer": _slim_trainer(trainer),
+            "source_plans": plans, "source_fold": fold,
             "equal_heads": equal_heads, "network": network_record(trainer.network_kwargs()),
             "blocks": keep_widths(keep), "weights": weights_dir,
         }
@@ -222,4 +240,5 @@ def derive_slim_plans(
     dense = trainer.build_unmasked_network_architecture(*args)
     networks = {"dense": dense, "slim": network, "slim + pixel classifier": WithPixelClassifier(network)}
     costs = measure_costs(networks, x, repeats)
-    return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change)
+    return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change,
+                      _slim_trainer(trainer))

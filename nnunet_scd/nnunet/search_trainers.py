@@ -10,7 +10,7 @@
    the same plans rebuilds it.
 
 Search and slim behaviour are mixins, so every base trainer (SCD, dense UNETR, any size) gets
-both by name: ``nnUNetTrainerUNETRSearch_Tiny`` then ``nnUNetTrainerUNETRSlim_Tiny``.
+both; a search trainer names the slim trainer that fine-tunes what it found (``slim_trainer``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunet_scd.nnunet.recipes import RECIPES
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
 from nnunet_scd.nnunet.trainers import (
-    ShortRunRecipe,
+    defined_trainers,
     nnUNetTrainerSCD,
     nnUNetTrainerSCD_Tiny,
     nnUNetTrainerUNETR,
@@ -41,33 +42,6 @@ from nnunet_scd.search import (
 )
 from nnunet_scd.search.plot import plot_mask_distribution
 from nnunet_scd.unwrap import unwrap
-
-__all__ = [
-    "SearchMixin",
-    "SlimMixin",
-    "nnUNetTrainerSCDSearch",
-    "nnUNetTrainerSCDSearch_Tiny",
-    "nnUNetTrainerSCDSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring",
-    "nnUNetTrainerSCDSearch_Tiny_5epochs",
-    "nnUNetTrainerSCDSlim",
-    "nnUNetTrainerSCDSlim_NoPixelClassifier",
-    "nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny",
-    "nnUNetTrainerSCDSlim_Tiny",
-    "nnUNetTrainerSCDSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring",
-    "nnUNetTrainerSCDSlim_Tiny_5epochs",
-    "nnUNetTrainerSCD_Tiny_24epochs_25iters_lr1e3_NoMirroring",
-    "nnUNetTrainerUNETRSearch",
-    "nnUNetTrainerUNETRSearch_Tiny",
-    "nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring",
-    "nnUNetTrainerUNETRSearch_Tiny_5epochs",
-    "nnUNetTrainerUNETRSlim",
-    "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny",
-    "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_12epochs_25iters_lr1e3_NoMirroring",
-    "nnUNetTrainerUNETRSlim_Tiny",
-    "nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring",
-    "nnUNetTrainerUNETRSlim_Tiny_5epochs",
-    "nnUNetTrainerUNETR_Tiny_24epochs_25iters_lr1e3_NoMirroring",
-]
 
 
 class _PenalisedLoss:
@@ -94,7 +68,8 @@ class SearchMixin:
 
     attn_penalty: float = 2e-6
     mlp_penalty: float = 2e-6
-    mask_lr_scale: float = 1.0  # the masks' learning rate as a multiple of the weights'
+    # The slim trainer (class name) that fine-tunes the sliced result: the same network and recipe, no masks.
+    slim_trainer: str | None = None
 
     @classmethod
     def build_network_architecture(
@@ -133,12 +108,13 @@ class SearchMixin:
         for group in optimizer.param_groups:
             mask_params += [p for p in group["params"] if id(p) in masks]
             group["params"] = [p for p in group["params"] if id(p) not in masks]
+        mask_lr_scale = self.recipe.mask_lr_scale
         optimizer.add_param_group({
-            "params": mask_params, "weight_decay": 0.0, "lr_scale": self.mask_lr_scale,
-            "lr": scheduler.lr_at(0) * self.mask_lr_scale,
+            "params": mask_params, "weight_decay": 0.0, "lr_scale": mask_lr_scale,
+            "lr": scheduler.lr_at(0) * mask_lr_scale,
         })
         self.print_to_log_file(
-            f"Joint search: {len(mask_params)} mask tensors without weight decay at {self.mask_lr_scale} x the "
+            f"Joint search: {len(mask_params)} mask tensors without weight decay at {mask_lr_scale} x the "
             f"weights' learning rate; L1 weights attn {self.attn_penalty}, mlp {self.mlp_penalty}"
         )
         return optimizer, scheduler
@@ -210,27 +186,21 @@ class SlimMixin:
 class nnUNetTrainerSCDSearch(SearchMixin, nnUNetTrainerSCD):
     """SCD (ViT-B, token pruning) with learnable channel/neuron masks and their L1 penalty."""
 
+    slim_trainer = "nnUNetTrainerSCDSlim"
+
 
 class nnUNetTrainerSCDSearch_Tiny(SearchMixin, nnUNetTrainerSCD_Tiny):
-    pass
-
-
-class nnUNetTrainerSCDSearch_Tiny_5epochs(nnUNetTrainerSCDSearch_Tiny):
-    epochs = 5
-    checkpoint_every = 1
+    slim_trainer = "nnUNetTrainerSCDSlim_Tiny"
 
 
 class nnUNetTrainerUNETRSearch(SearchMixin, nnUNetTrainerUNETR):
     """Dense UNETR with the search masks: slim without token pruning."""
 
+    slim_trainer = "nnUNetTrainerUNETRSlim"
+
 
 class nnUNetTrainerUNETRSearch_Tiny(SearchMixin, nnUNetTrainerUNETR_Tiny):
-    pass
-
-
-class nnUNetTrainerUNETRSearch_Tiny_5epochs(nnUNetTrainerUNETRSearch_Tiny):
-    epochs = 5
-    checkpoint_every = 1
+    slim_trainer = "nnUNetTrainerUNETRSlim_Tiny"
 
 
 # ---------------------------------------------------------------------- slim
@@ -250,11 +220,6 @@ class nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny(nnUNetTrainerSCDSlim_Tiny):
     pixel_classifier = False
 
 
-class nnUNetTrainerSCDSlim_Tiny_5epochs(nnUNetTrainerSCDSlim_Tiny):
-    epochs = 5
-    checkpoint_every = 1
-
-
 class nnUNetTrainerUNETRSlim(SlimMixin, nnUNetTrainerUNETR):
     """Fine-tunes the sliced dense UNETR (slim without token pruning)."""
 
@@ -267,69 +232,27 @@ class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny(nnUNetTrainerUNETRSlim_Tiny)
     pixel_classifier = False
 
 
-class nnUNetTrainerUNETRSlim_Tiny_5epochs(nnUNetTrainerUNETRSlim_Tiny):
-    epochs = 5
-    checkpoint_every = 1
+# ---------------------------------------------------------------------- the CPU walk-through (README): one row each
+class nnUNetTrainerSCDSearch_Tiny_cpuShort(nnUNetTrainerSCDSearch_Tiny):
+    recipe = RECIPES["cpuShort"]
+    slim_trainer = "nnUNetTrainerSCDSlim_Tiny_cpuShort"
 
 
-# ---------------------------------------------------------------------- short CPU runs
-class _ShortSearchRun(ShortRunRecipe):
-    """One stage of a CPU search-then-fine-tune run: 12 epochs of 25 training and 5 validation iterations.
-
-    The short-run recipe (lr 1e-3 after a warm-up, a checkpoint every epoch, no test-time mirroring),
-    because the Tiny recipe's lr 3e-4 barely learns in 300 iterations.
-    """
-
-    epochs = 12
-    iterations_per_epoch = 25
-    val_iterations_per_epoch = 5
+class nnUNetTrainerUNETRSearch_Tiny_cpuShort(nnUNetTrainerUNETRSearch_Tiny):
+    recipe = RECIPES["cpuShort"]
+    slim_trainer = "nnUNetTrainerUNETRSlim_Tiny_cpuShort"
 
 
-class _ShortReferenceRun(_ShortSearchRun):
-    """The unsliced reference with the iterations of search plus fine-tuning (2 x 12 epochs of 25)."""
-
-    epochs = 24
+class nnUNetTrainerSCDSlim_Tiny_cpuShort(nnUNetTrainerSCDSlim_Tiny):
+    recipe = RECIPES["cpuShort"]
 
 
-class _ShortSearchRunFastMasks(_ShortSearchRun):
-    """The short search stage with the masks at 10 x the weights' learning rate.
-
-    Adam moves a parameter by about its learning rate per step, so in 300 steps at 1e-3 a mask
-    cannot travel far enough from 1 to separate the channels a block needs from the rest.
-    """
-
-    mask_lr_scale = 10.0
+class nnUNetTrainerUNETRSlim_Tiny_cpuShort(nnUNetTrainerUNETRSlim_Tiny):
+    recipe = RECIPES["cpuShort"]
 
 
-class nnUNetTrainerUNETRSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring(
-    _ShortSearchRunFastMasks, nnUNetTrainerUNETRSearch_Tiny
-):
-    pass
+class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_cpuShort(nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny):
+    recipe = RECIPES["cpuShort"]
 
 
-class nnUNetTrainerSCDSearch_Tiny_12epochs_25iters_lr1e3_maskLr1e2_NoMirroring(
-    _ShortSearchRunFastMasks, nnUNetTrainerSCDSearch_Tiny
-):
-    pass
-
-
-class nnUNetTrainerUNETRSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerUNETRSlim_Tiny):
-    pass
-
-
-class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_12epochs_25iters_lr1e3_NoMirroring(
-    _ShortSearchRun, nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny
-):
-    pass
-
-
-class nnUNetTrainerSCDSlim_Tiny_12epochs_25iters_lr1e3_NoMirroring(_ShortSearchRun, nnUNetTrainerSCDSlim_Tiny):
-    pass
-
-
-class nnUNetTrainerUNETR_Tiny_24epochs_25iters_lr1e3_NoMirroring(_ShortReferenceRun, nnUNetTrainerUNETR_Tiny):
-    pass
-
-
-class nnUNetTrainerSCD_Tiny_24epochs_25iters_lr1e3_NoMirroring(_ShortReferenceRun, nnUNetTrainerSCD_Tiny):
-    pass
+__all__ = ["SearchMixin", "SlimMixin", *defined_trainers(globals())]

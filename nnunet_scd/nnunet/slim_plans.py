@@ -6,8 +6,9 @@ nnUNet_preprocessed folder. Its configuration carries, under ``scd_slim``:
 - ``blocks``: per encoder block, the kept head widths (decreasing) and the MLP width;
 - ``network``: the SCDNet keywords of the search trainer (size, keep ratios, completion), so a
   slim trainer of another size or sparsity is refused instead of failing on shapes;
-- ``budget``, ``search_trainer``, ``source_plans``, and ``weights``: the folder (relative to the
-  dataset's preprocessed folder) holding the sliced weights, one file per fold.
+- ``budget``, ``search_trainer``, ``slim_trainer`` (the one the search trainer names, or None),
+  ``source_plans``, and ``weights``: the folder (relative to the dataset's preprocessed folder)
+  holding the sliced weights, one file per fold.
 
 nnU-Net copies the plans into the results folder, so prediction rebuilds the same widths.
 """
@@ -61,10 +62,11 @@ def check_network_matches(record: dict[str, Any], network_kwargs: dict[str, Any]
     diff = {k: (recorded.get(k), wanted.get(k)) for k in keys if recorded.get(k) != wanted.get(k)}
     if diff:
         details = ", ".join(f"{k}: {a} in the plans vs {b}" for k, (a, b) in sorted(diff.items()))
-        suggestion = record.get("search_trainer", "the search trainer").replace("Search", "Slim")
+        suggestion = f"-tr {record['slim_trainer']}" if record.get("slim_trainer") else \
+            f"the slim trainer that builds the network of {record.get('search_trainer')}"
         raise ValueError(
             f"these slim plans were derived from {record.get('search_trainer')}, but {trainer} builds a different "
-            f"network ({details}). Train with the matching slim trainer, e.g. -tr {suggestion}."
+            f"network ({details}). Train with the matching slim trainer: {suggestion}."
         )
 
 

@@ -5,7 +5,8 @@ the network with ``build_network_architecture`` from the trainer class and the r
 plans.json. So everything the network needs is either a class attribute of the trainer (model
 size, keep ratios, completion) or recorded in the plans by ``token_config`` (token size and
 patch). Variants are small subclasses whose name says the one thing they change, as in
-nnU-Net's ``variants/`` folder; model sizes live in the ``VIT_SIZES`` table.
+nnU-Net's ``variants/`` folder: ``nnUNetTrainer<model>[<method>][_<variant>][_<size>][_<recipe>]``.
+Model sizes live in the ``VIT_SIZES`` table and training lengths in ``recipes.RECIPES``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreg
 from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
+from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.nnunet.token_diagnostics import (
@@ -34,52 +36,6 @@ from nnunet_scd.nnunet.token_diagnostics import (
     scorer_grad_ratios,
 )
 from nnunet_scd.unwrap import unwrap
-
-__all__ = [
-    "NoTestTimeMirroring",
-    "Shipped360Iterations",
-    "ShortRunRecipe",
-    "VIT_SIZES",
-    "ViTSize",
-    "Zhou2023TrainingRecipe",
-    "nnUNetTrainerSCD",
-    "nnUNetTrainerSCD_FullWidthCompletion",
-    "nnUNetTrainerSCD_FullWidthCompletion_Tiny",
-    "nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters",
-    "nnUNetTrainerSCD_MIM",
-    "nnUNetTrainerSCD_MIM_Tiny",
-    "nnUNetTrainerSCD_MIM_Tiny_360iters",
-    "nnUNetTrainerSCD_NoGuidance",
-    "nnUNetTrainerSCD_NoGuidance_Tiny",
-    "nnUNetTrainerSCD_RandomPruning",
-    "nnUNetTrainerSCD_RandomPruning_Tiny",
-    "nnUNetTrainerSCD_RandomPruning_Tiny_360iters",
-    "nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters",
-    "nnUNetTrainerSCD_SharedSkips",
-    "nnUNetTrainerSCD_SharedSkips_Tiny",
-    "nnUNetTrainerSCD_SharedSkips_Tiny_360iters",
-    "nnUNetTrainerSCD_Tiny",
-    "nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring",
-    "nnUNetTrainerSCD_Tiny_360iters",
-    "nnUNetTrainerSCD_Tiny_5epochs",
-    "nnUNetTrainerSCD_Tiny_keep0p1_360iters",
-    "nnUNetTrainerSCD_Tiny_keep0p5",
-    "nnUNetTrainerSCD_Zhou2023",
-    "nnUNetTrainerSCD_Zhou2023Recipe",
-    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny",
-    "nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters",
-    "nnUNetTrainerSCD_Zhou2023_BraTS",
-    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny",
-    "nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters",
-    "nnUNetTrainerSCD_Zhou2023_Tiny",
-    "nnUNetTrainerSCD_keep0p1",
-    "nnUNetTrainerSCD_keep0p5",
-    "nnUNetTrainerUNETR",
-    "nnUNetTrainerUNETR_Tiny",
-    "nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring",
-    "nnUNetTrainerUNETR_Tiny_5epochs",
-]
-
 
 _CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
 LR_SCHEDULES = {"poly": WarmupPolyLRScheduler, "cosine": WarmupCosineLRScheduler}
@@ -107,7 +63,7 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 
-class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
+class nnUNetTrainerSCD(RecipeTraining, SeededTraining, nnUNetTrainer):
     """SCD, our recommended recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
     Multi-layer Token Assembly, UNETR decoder; AdamW with warm-up then poly decay, gradient clipping 1,
     no deep supervision (as nnU-Net's Primus). AMP on CUDA comes from nnU-Net's own GradScaler/autocast.
@@ -134,11 +90,9 @@ class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
     token_base: int = 8  # token size along the finest axis; coarser spacing gets finer tokens
     token_size: tuple[int, ...] | None = None  # set to force one token size on every configuration
     max_tokens: int | None = 4096  # coarsen anisotropic tokens (up to token_base) beyond this many tokens
-    # --- training length and recipe ---
-    epochs: int = 1000
-    iterations_per_epoch: int = 250
-    val_iterations_per_epoch: int = 50
-    checkpoint_every: int = 50
+    # --- training length and mirroring: a row of the recipe table (its lr and warm-up, if set, win) ---
+    recipe: Recipe = RECIPES["default"]
+    # --- optimiser ---
     lr: float = 3e-4
     lr_per_256_samples: float | None = None  # set: lr = this x batch size / 256 (linear scaling), instead of lr
     betas: tuple[float, float] = (0.9, 0.95)
@@ -160,13 +114,15 @@ class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"{type(self).__name__}.lr_schedule must be one of {tuple(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}.")
-        self.initial_lr = self.lr if self.lr_per_256_samples is None \
-            else self.lr_per_256_samples * self.configuration_manager.batch_size / 256
+        if self.recipe.lr is not None:
+            self.initial_lr = self.recipe.lr
+        elif self.lr_per_256_samples is not None:
+            self.initial_lr = self.lr_per_256_samples * self.configuration_manager.batch_size / 256
+        else:
+            self.initial_lr = self.lr
+        self.warmup_fraction = self.warmup_fraction if self.recipe.warmup_fraction is None \
+            else self.recipe.warmup_fraction
         self.weight_decay = self.wd
-        self.num_epochs = self.epochs
-        self.num_iterations_per_epoch = self.iterations_per_epoch
-        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
-        self.save_every = self.checkpoint_every
         self.enable_deep_supervision = False
 
         tokens = self.token_config(self.configuration_manager, configuration)
@@ -249,7 +205,7 @@ class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
         )
         warmup = min(max(0, round(self.warmup_fraction * self.num_epochs)), self.num_epochs - 1)
         scheduler = LR_SCHEDULES[self.lr_schedule](optimizer, self.initial_lr, self.num_epochs, warmup)
-        lr_source = "" if self.lr_per_256_samples is None \
+        lr_source = "" if self.lr_per_256_samples is None or self.recipe.lr is not None \
             else f" (= {self.lr_per_256_samples} per 256 samples x batch {self.configuration_manager.batch_size})"
         self.print_to_log_file(
             f"AdamW lr {self.initial_lr:.4g}{lr_source} betas {self.betas} weight decay {self.weight_decay}; "
@@ -384,6 +340,7 @@ class nnUNetTrainerSCD(SeededTraining, nnUNetTrainer):
 
 
 # ---------------------------------------------------------------------- variants
+# Named model[method]_[variant]_[size]_[recipe]: one thing changed per tag, sizes from VIT_SIZES, lengths from RECIPES.
 class nnUNetTrainerUNETR(nnUNetTrainerSCD):
     """Dense UNETR baseline: the same ViT-B encoder and decoder, no pruning."""
 
@@ -405,7 +362,7 @@ class nnUNetTrainerSCD_SharedSkips(nnUNetTrainerSCD):
 
 
 class Zhou2023TrainingRecipe:
-    """Mixin: the SCD authors' training recipe (Zhou et al., IPMI 2023; TokenSparse-for-MedSeg README).
+    """Mixin: the SCD authors' optimiser recipe (Zhou et al., IPMI 2023; TokenSparse-for-MedSeg README).
 
     AdamW (0.9, 0.95), weight decay 0.05, lr 1.72e-2 per 256 samples (1.3e-4 at nnU-Net's batch 2), layer-wise lr
     decay 0.75, linear warm-up over 1% of training (their 50 of 5000 epochs) then cosine decay, drop path 0.1, no
@@ -448,7 +405,7 @@ class nnUNetTrainerSCD_Zhou2023(Zhou2023TrainingRecipe, nnUNetTrainerSCD):
     guidance_weight = 0.0
 
 
-class nnUNetTrainerSCD_Zhou2023_BraTS(nnUNetTrainerSCD_Zhou2023):
+class nnUNetTrainerSCD_Zhou2023BraTS(nnUNetTrainerSCD_Zhou2023):
     """The authors' MSD BraTS run: keep 0.25 per stage and a warm-up of 13 of 533 epochs; the rest as their BTCV run."""
 
     keep_ratios = (0.25, 0.25, 0.25)
@@ -475,6 +432,7 @@ class nnUNetTrainerSCD_keep0p1(nnUNetTrainerSCD):
     keep_ratios = (0.1, 0.1, 0.1)
 
 
+# ---------------------------------------------------------------------- Tiny: the same variants, sized for CPU
 class nnUNetTrainerSCD_Tiny(nnUNetTrainerSCD):
     """SCD with the Tiny ViT (192 wide, 6 blocks) for CPU."""
 
@@ -509,7 +467,7 @@ class nnUNetTrainerSCD_Zhou2023_Tiny(nnUNetTrainerSCD_Zhou2023):
     vit_size = "Tiny"
 
 
-class nnUNetTrainerSCD_Zhou2023_BraTS_Tiny(nnUNetTrainerSCD_Zhou2023_BraTS):
+class nnUNetTrainerSCD_Zhou2023BraTS_Tiny(nnUNetTrainerSCD_Zhou2023BraTS):
     vit_size = "Tiny"
 
 
@@ -517,113 +475,87 @@ class nnUNetTrainerSCD_NoGuidance_Tiny(nnUNetTrainerSCD_NoGuidance):
     vit_size = "Tiny"
 
 
-class nnUNetTrainerSCD_Tiny_keep0p5(nnUNetTrainerSCD_Tiny):
-    keep_ratios = (0.5, 0.5, 0.5)
+class nnUNetTrainerSCD_keep0p5_Tiny(nnUNetTrainerSCD_keep0p5):
+    vit_size = "Tiny"
 
 
+# ---------------------------------------------------------------------- recipes: one row of RECIPES each
 class nnUNetTrainerSCD_Tiny_5epochs(nnUNetTrainerSCD_Tiny):
-    epochs = 5
-    checkpoint_every = 1
+    recipe = RECIPES["5epochs"]
 
 
 class nnUNetTrainerUNETR_Tiny_5epochs(nnUNetTrainerUNETR_Tiny):
-    epochs = 5
-    checkpoint_every = 1
+    recipe = RECIPES["5epochs"]
 
 
-class NoTestTimeMirroring:
-    """Mixin: no mirroring at inference, as nnU-Net's NoMirroring (8x fewer forward passes in validation and
-    prediction)."""
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
+class nnUNetTrainerSCD_Tiny_cpuSmoke(nnUNetTrainerSCD_Tiny):
+    recipe = RECIPES["cpuSmoke"]
 
 
-class ShortRunRecipe(NoTestTimeMirroring):
-    """Mixin for runs of a few hundred iterations on CPU (smoke tests, the demo).
-
-    lr 1e-3 after a warm-up of 1/8 of the epochs, because the recipe's 3e-4 barely moves a Tiny
-    network in a few hundred iterations (README, "Trainers"). A checkpoint every epoch, so that a
-    killed run loses at most one epoch, and no test-time mirroring.
-    """
-
-    lr = 1e-3
-    warmup_fraction = 0.125
-    checkpoint_every = 1
+class nnUNetTrainerUNETR_Tiny_cpuSmoke(nnUNetTrainerUNETR_Tiny):
+    recipe = RECIPES["cpuSmoke"]
 
 
-class Shipped360Iterations(NoTestTimeMirroring):
-    """Mixin: the shipped recipe unchanged (lr, warm-up share, poly decay), shortened to 12 epochs x 30 iterations.
-
-    The length of the STP ablation study in the README: short enough for a CPU, long enough for the
-    scorer's foreground enrichment to settle. No test-time mirroring, to keep the final validation short.
-    """
-
-    epochs = 12
-    iterations_per_epoch = 30
-    val_iterations_per_epoch = 5
+# The STP study (README): guided STP against random pruning, at keep 0.25 and 0.1.
+class nnUNetTrainerSCD_Tiny_cpuStudy(nnUNetTrainerSCD_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-class _CPUSmoke(ShortRunRecipe):
-    """CPU smoke-test length: 10 epochs of 40 training and 5 validation iterations.
-
-    The shortest length at which the dense Tiny UNETR learned the phantoms' liver in every run
-    (README, "Trainers"), so the end-to-end test can check that training learns.
-    """
-
-    epochs = 10
-    iterations_per_epoch = 40
-    val_iterations_per_epoch = 5
+class nnUNetTrainerSCD_RandomPruning_Tiny_cpuStudy(nnUNetTrainerSCD_RandomPruning_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-class nnUNetTrainerSCD_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerSCD_Tiny):
-    pass
-
-
-class nnUNetTrainerUNETR_Tiny_10epochs_40iters_lr1e3_NoMirroring(_CPUSmoke, nnUNetTrainerUNETR_Tiny):
-    pass
-
-
-# The STP ablation study (README): STP with foreground guidance against random pruning, at keep 0.25 and 0.1.
-class nnUNetTrainerSCD_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Tiny):
-    pass
-
-
-class nnUNetTrainerSCD_RandomPruning_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_RandomPruning_Tiny):
-    pass
-
-
-class nnUNetTrainerSCD_Tiny_keep0p1_360iters(nnUNetTrainerSCD_Tiny_360iters):
+class nnUNetTrainerSCD_keep0p1_Tiny_cpuStudy(nnUNetTrainerSCD_Tiny_cpuStudy):
     keep_ratios = (0.1, 0.1, 0.1)
 
 
-class nnUNetTrainerSCD_RandomPruning_Tiny_keep0p1_360iters(nnUNetTrainerSCD_RandomPruning_Tiny_360iters):
+class nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_cpuStudy(nnUNetTrainerSCD_RandomPruning_Tiny_cpuStudy):
     keep_ratios = (0.1, 0.1, 0.1)
 
 
 # The reproduction study (README): MTA against the faithful MIM baseline, per-depth against shared skips, and our
-# recipe against the authors', at keep 0.25 on the phantoms; nnUNetTrainerSCD_Tiny_360iters is the reference.
-class nnUNetTrainerSCD_MIM_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_MIM_Tiny):
-    pass
+# recipe against the authors', at keep 0.25; nnUNetTrainerSCD_Tiny_cpuStudy is the reference.
+class nnUNetTrainerSCD_MIM_Tiny_cpuStudy(nnUNetTrainerSCD_MIM_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-class nnUNetTrainerSCD_SharedSkips_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_SharedSkips_Tiny):
-    pass
+class nnUNetTrainerSCD_SharedSkips_Tiny_cpuStudy(nnUNetTrainerSCD_SharedSkips_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-class nnUNetTrainerSCD_Zhou2023Recipe_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Zhou2023Recipe_Tiny):
-    pass
+class nnUNetTrainerSCD_Zhou2023Recipe_Tiny_cpuStudy(nnUNetTrainerSCD_Zhou2023Recipe_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-class nnUNetTrainerSCD_Zhou2023_BraTS_Tiny_360iters(Shipped360Iterations, nnUNetTrainerSCD_Zhou2023_BraTS_Tiny):
-    pass
+class nnUNetTrainerSCD_Zhou2023BraTS_Tiny_cpuStudy(nnUNetTrainerSCD_Zhou2023BraTS_Tiny):
+    recipe = RECIPES["cpuStudy"]
 
 
-# The completion study (README): SCDNet's quarter-width completion against the full-width one, at keep 0.25;
-# nnUNetTrainerSCD_Tiny_360iters is the new default.
-class nnUNetTrainerSCD_FullWidthCompletion_Tiny_360iters(
-    Shipped360Iterations, nnUNetTrainerSCD_FullWidthCompletion_Tiny
-):
-    pass
+# The completion study (README): quarter-width against full-width completion; nnUNetTrainerSCD_Tiny_cpuStudy is
+# the default.
+class nnUNetTrainerSCD_FullWidthCompletion_Tiny_cpuStudy(nnUNetTrainerSCD_FullWidthCompletion_Tiny):
+    recipe = RECIPES["cpuStudy"]
+
+
+# The unsliced references of the CPU search-then-fine-tune walk-through (README, "Joint search compression").
+class nnUNetTrainerSCD_Tiny_cpuShort2x(nnUNetTrainerSCD_Tiny):
+    recipe = RECIPES["cpuShort2x"]
+
+
+class nnUNetTrainerUNETR_Tiny_cpuShort2x(nnUNetTrainerUNETR_Tiny):
+    recipe = RECIPES["cpuShort2x"]
+
+
+def defined_trainers(namespace: dict[str, Any]) -> list[str]:
+    """The nnU-Net trainer classes a module defines (not those it imports), by name, for its ``__all__``.
+
+    The shim (``trainers/nnunet_scd_trainers.py``) star-imports each trainer module, so a trainer is
+    written once, as its class, and nnU-Net finds it by that name.
+    """
+    return sorted(name for name, obj in namespace.items()
+                  if isinstance(obj, type) and issubclass(obj, nnUNetTrainer) and name.startswith("nnUNetTrainer")
+                  and obj.__module__ == namespace["__name__"])
+
+
+__all__ = ["RECIPES", "VIT_SIZES", "Recipe", "ViTSize", "Zhou2023TrainingRecipe", "defined_trainers",
+           *defined_trainers(globals())]
