@@ -14,6 +14,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
+from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown
 from nnunet_scd.nnunet.seeding import SeededTraining
 from nnunet_scd.nnunet.trainers import (
     NoTestTimeMirroring,
@@ -60,7 +61,7 @@ class _DemoBudget(_NoFinalValidation, ShortRunRecipe):
         cls.val_iterations_per_epoch = cls.budget.val_iterations_per_epoch
 
 
-class _StockDemoBudget(_NoFinalValidation, NoTestTimeMirroring, SeededTraining, nnUNetTrainer):
+class _StockDemoBudget(_NoFinalValidation, NoTestTimeMirroring, SeededTraining, EpochTimeBreakdown, nnUNetTrainer):
     """Stock nnU-Net (network, loss, optimiser, schedule, deep supervision) with only the demo's length changed."""
 
     budget: TrainingBudget = DEFAULT.budget
