@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from nnunet_scd.nnunet import trainers as tr
+from nnunet_scd.nnunet.epoch_timing import parse_epoch_breakdowns
 from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler
+from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE
 from nnunet_scd.nnunet.token_config import PLANS_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -420,18 +423,45 @@ def test_train_step_adds_guidance_and_reports_scorer_gradients(nnunet_env: Path)
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerSCD_RandomPruning_Tiny])
 def test_each_epoch_logs_and_plots_the_kept_tokens_enrichment(nnunet_env: Path, cls: type) -> None:
     trainer = _trainer_with_network(cls)
+    trainer.on_epoch_start()
+    trainer.on_train_epoch_start()
     trainer.on_train_epoch_end([trainer.train_step(_batch())])
     trainer.on_validation_epoch_start()
     outputs = [trainer.validation_step(_batch()) for _ in range(2)]
     assert all(o["token_counts"].shape == (3, 4) for o in outputs)
     trainer.on_validation_epoch_end(outputs)
+    assert not (Path(trainer.output_folder) / "token_selection.png").exists()  # drawn after the epoch's timestamp
+    trainer.on_epoch_end()
     logged = trainer.logger.local_logger.my_fantastic_logging
     assert len(logged["stp_enrichment"]) == len(logged["mean_fg_dice"]) == 1
     assert len(logged["stp_enrichment"][0]) == 3 and all(e >= 0 for e in logged["stp_enrichment"][0])
     assert ("scorer_grad_ratio" in logged) == (cls is tr.nnUNetTrainerSCD_Tiny)
     assert (Path(trainer.output_folder) / "token_selection.png").stat().st_size > 10_000
     assert not list(Path(trainer.output_folder).glob("*.tmp.png"))
-    assert "STP foreground enrichment of kept tokens" in Path(trainer.log_file).read_text()
+    log = Path(trainer.log_file).read_text()
+    assert "STP foreground enrichment of kept tokens" in log
+    (breakdown,) = parse_epoch_breakdowns(log)
+    assert breakdown["network steps"] > 0 and breakdown["validation"] > 0 and breakdown["end of epoch"] > 0
+
+
+@pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerUNETR_Tiny])
+def test_trainers_are_seeded_so_a_rerun_starts_from_the_same_weights(
+        nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    def initial_weights() -> dict[str, torch.Tensor]:
+        trainer = make_trainer(cls, [8, 32, 32], [1.0, 1.0, 1.0])
+        preprocessed = Path(trainer.preprocessed_dataset_folder)  # initialize() infers the dataset format here
+        preprocessed.mkdir(parents=True, exist_ok=True)
+        (preprocessed / "case_0.b2nd").touch()
+        trainer.initialize()
+        assert trainer.run_seed == int(os.environ.get(SEED_ENVIRONMENT_VARIABLE, cls.seed))
+        assert f"Seed: {trainer.run_seed}" in Path(trainer.log_file).read_text()
+        return {k: v.clone() for k, v in trainer.network.state_dict().items()}
+
+    first, again = initial_weights(), initial_weights()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, "1")
+    other = initial_weights()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
 def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:

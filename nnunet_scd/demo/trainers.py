@@ -15,6 +15,7 @@ from dataclasses import replace
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
+from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown
 from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
 from nnunet_scd.nnunet.trainers import defined_trainers, nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
@@ -58,7 +59,7 @@ class nnUNetTrainerUNETR_Tiny_demoQuick(_NoFinalValidation, nnUNetTrainerUNETR_T
     recipe = _demo_recipe(QUICK.budget, _VIT)
 
 
-class nnUNetTrainer_demo(_NoFinalValidation, RecipeTraining, SeededTraining, nnUNetTrainer):
+class nnUNetTrainer_demo(_NoFinalValidation, RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNetTrainer):
     """Stock nnU-Net (network, loss, optimiser, schedule, deep supervision) with only the demo's length changed."""
 
     recipe = _demo_recipe(DEFAULT.budget, _STOCK)

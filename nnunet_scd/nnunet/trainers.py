@@ -26,6 +26,7 @@ from nnunet_scd.atomic import atomic_target
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
 from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
+from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
@@ -63,12 +64,12 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 
-class nnUNetTrainerSCD(RecipeTraining, SeededTraining, nnUNetTrainer):
+class nnUNetTrainerSCD(RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNetTrainer):
     """SCD, our recommended recipe: ViT-B, 8^3 tokens where the plan allows, keep 0.25 after blocks 3/6/9,
     Multi-layer Token Assembly, UNETR decoder; AdamW with warm-up then poly decay, gradient clipping 1,
     no deep supervision (as nnU-Net's Primus). AMP on CUDA comes from nnU-Net's own GradScaler/autocast.
     Seeded (``seed``, or the ``nnUNet_SCD_seed`` environment variable; see ``nnunet_scd.nnunet.seeding``),
-    so that a rerun on the CPU reproduces its Dice.
+    so that a rerun on the CPU reproduces its Dice. Each epoch's log has an "Epoch breakdown" line.
 
     Beyond the paper, the STP scorers are trained with foreground guidance (``guidance_weight``; see
     ``nnunet_scd.model.guidance``): the straight-through gradient alone leaves the scorer at random-pruning
@@ -280,7 +281,13 @@ class nnUNetTrainerSCD(RecipeTraining, SeededTraining, nnUNetTrainer):
             "STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: "
             + ", ".join(f"{e:.2f}" for e in per_stage)
         )
-        if self.local_rank == 0:
+
+    def on_epoch_end(self) -> None:
+        # Plotted here, after nnU-Net's epoch timestamp as its own progress.png is, so that "Epoch time"
+        # compares the sparse and dense networks' epochs and not a plot only the sparse one draws.
+        plot = self.local_rank == 0 and "stp_enrichment" in self.logger.local_logger.my_fantastic_logging
+        super().on_epoch_end()
+        if plot:
             try:
                 plot_token_selection(self.logger.local_logger.my_fantastic_logging,
                                      os.path.join(self.output_folder, "token_selection.png"),
