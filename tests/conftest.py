@@ -1,14 +1,93 @@
-"""Shared fixtures: small, fast model configurations for CPU tests."""
+"""Shared fixtures: small SCDNets for CPU tests, fake nnU-Net plans, and nnU-Net's folders in a temp dir."""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-# Small enough for a CPU test, deep enough for three pruning stages and UNETR skips at 1/2/3.
-TINY = dict(embed_dim=32, depth=4, num_heads=2, prune_after=(1, 2, 3), feature_size=4)
+from nnunet_scd import SCDNet
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_sizes() -> dict[str, Any]:
+    """SCDNet sizes small enough for a CPU test, deep enough for three pruning stages and UNETR skips at 1/2/3."""
+    return dict(embed_dim=32, depth=4, num_heads=2, prune_after=(1, 2, 3), feature_size=4)
+
+
+@pytest.fixture
+def tiny_scdnet(tiny_sizes: dict[str, Any]) -> Callable[..., SCDNet]:
+    """``SCDNet(...)`` with the tiny sizes; keywords given override them."""
+    def build(*args: Any, **kwargs: Any) -> SCDNet:
+        return SCDNet(*args, **{**tiny_sizes, **kwargs})
+    return build
+
+
+def fake_plans(
+    patch: list[int],
+    spacing: list[float],
+    configuration: str = "3d_fullres",
+    dataset_name: str = "Dataset999_Unit",
+    other_configurations: dict[str, dict] | None = None,
+    **entries: Any,
+) -> dict[str, Any]:
+    """The parts of an nnU-Net plans file that trainers, token configuration and slim plans read before any data.
+
+    ``entries`` are added to the configuration (e.g. ``scd_tokens``); ``other_configurations`` are added
+    beside it as given (e.g. a cascade stage that inherits from it).
+    """
+    # Deep copies: code under test edits plans in place, and the arguments may be shared constants.
+    entries, other_configurations = copy.deepcopy(entries), copy.deepcopy(other_configurations or {})
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing),
+        "original_median_shape_after_transp": [2 * p for p in patch],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": list(range(len(patch))),
+        "transpose_backward": list(range(len(patch))),
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {},
+        "configurations": {
+            configuration: {
+                "data_identifier": f"nnUNetPlans_{configuration}",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": list(patch),
+                "spacing": list(spacing),
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "batch_dice": False,
+                "architecture": {"network_class_name": "unused", "arch_kwargs": {}, "_kw_requires_import": []},
+                **entries,
+            },
+            **other_configurations,
+        },
+    }
+
+
+@pytest.fixture
+def make_plans() -> Callable[..., dict[str, Any]]:
+    """The one builder of fake plans (``fake_plans``); each call returns a fresh dict."""
+    return fake_plans
+
+
+@pytest.fixture
+def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """nnU-Net's three folders in ``tmp_path`` and our shim folder in nnUNet_extTrainer."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
+    return tmp_path

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,15 +25,6 @@ from nnunet_scd.search import mask_penalty
 from nnunet_scd.unwrap import unwrap
 
 PATCH, TOKENS, CLASSES = (8, 32, 32), (2, 8, 8), 3
-PLANS = {
-    "dataset_name": "Dataset991_Fake", "plans_name": "nnUNetPlans", "label_manager": "LabelManager",
-    "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-    "configurations": {"3d_fullres": {
-        "data_identifier": "nnUNetPlans_3d_fullres", "patch_size": list(PATCH), "spacing": [2.5, 0.8, 0.8],
-        "batch_size": 2, "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
-        "scd_tokens": {"token_size": list(TOKENS), "planned_patch_size": list(PATCH)},
-    }},
-}
 # Widths a slim derivation can give the Tiny ViT (4 heads of 48, MLP 768): blocks without heads (their
 # attention pruned away), an MLP pruned to nothing, heads of uneven width.
 SLIM_WIDTHS = [
@@ -55,8 +47,8 @@ def _trainer(name: str) -> type:
     return getattr(search_trainers, name, None) or getattr(trainers, name)
 
 
-def _plans(trainer: type) -> dict:
-    plans = copy.deepcopy(PLANS)
+def _plans(trainer: type, base: dict) -> dict:
+    plans = copy.deepcopy(base)
     if issubclass(trainer, search_trainers.SlimMixin):
         plans["configurations"]["3d_fullres"][SLIM_PLANS_KEY] = {
             "budget": 0.5, "search_trainer": trainer.__name__.replace("Slim", "Search"), "source_plans": "nnUNetPlans",
@@ -65,9 +57,9 @@ def _plans(trainer: type) -> dict:
     return plans
 
 
-def _build(name: str) -> torch.nn.Module:
+def _build(name: str, plans: dict) -> torch.nn.Module:
     trainer = _trainer(name)
-    manager = PlansManager(_plans(trainer))
+    manager = PlansManager(_plans(trainer, plans))
     return trainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 1, CLASSES, False)
 
 
@@ -83,13 +75,19 @@ def _loss(name: str, network: torch.nn.Module, output: torch.Tensor, target: tor
     return loss
 
 
-def _train_two_steps(rank: int, world_size: int, init_file: str, names: list[str]) -> None:
+@pytest.fixture
+def plans(make_plans) -> dict:
+    return make_plans(list(PATCH), [2.5, 0.8, 0.8], scd_tokens={"token_size": list(TOKENS),
+                                                               "planned_patch_size": list(PATCH)})
+
+
+def _train_two_steps(rank: int, world_size: int, init_file: str, names: list[str], plans: dict) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         for name in names:
             torch.manual_seed(0)
-            network = DistributedDataParallel(_build(name))  # as nnU-Net wraps it: no find_unused_parameters
+            network = DistributedDataParallel(_build(name, plans))  # as nnU-Net wraps it: no find_unused_parameters
             optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
             for step in range(2):
                 generator = torch.Generator().manual_seed(10 * rank + step)
@@ -105,15 +103,15 @@ def _train_two_steps(rank: int, world_size: int, init_file: str, names: list[str
         dist.destroy_process_group()
 
 
-def test_every_shipped_network_trains_two_steps_under_ddp(tmp_path: Path) -> None:
+def test_every_shipped_network_trains_two_steps_under_ddp(tmp_path: Path, plans: dict) -> None:
     init_file = tmp_path / "rendezvous"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_train_two_steps, args=(2, str(init_file), TRAINERS), nprocs=2, join=True)
+    mp.spawn(_train_two_steps, args=(2, str(init_file), TRAINERS, plans), nprocs=2, join=True)
 
 
-def test_the_slim_plans_used_above_hold_blocks_without_heads_and_without_mlp() -> None:
+def test_the_slim_plans_used_above_hold_blocks_without_heads_and_without_mlp(plans: dict) -> None:
     # The DDP test is only a test of head-less blocks if the network it trains has them.
-    network = unwrap(_build("nnUNetTrainerSCDSlim_Tiny"), core=True)
+    network = unwrap(_build("nnUNetTrainerSCDSlim_Tiny", plans), core=True)
     widths = [block.widths for block in network.blocks]
     assert widths == SLIM_WIDTHS
     assert any(not w["head_dims"] for w in widths) and any(w["mlp_hidden"] == 0 for w in widths)

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nnunet_scd import SCDNet
@@ -41,8 +40,8 @@ def test_scorer_and_top_k_run_in_fp32_under_autocast():
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in stage.scorer.parameters())
 
 
-def test_scdnet_trains_under_autocast_with_fp32_scorer_logits():
-    net = SCDNet(1, 2, (16, 16, 16), (4, 4, 4), keep_ratios=(0.5, 0.5, 0.5), **TINY)
+def test_scdnet_trains_under_autocast_with_fp32_scorer_logits(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 16, 16), (4, 4, 4), keep_ratios=(0.5, 0.5, 0.5))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(torch.randn(2, 1, 16, 16, 16))
     assert out.dtype == torch.bfloat16
@@ -50,20 +49,20 @@ def test_scdnet_trains_under_autocast_with_fp32_scorer_logits():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_parameter_receives_a_gradient(variant):
+def test_every_parameter_receives_a_gradient(variant, tiny_scdnet):
     # nnU-Net wraps the network in DistributedDataParallel without find_unused_parameters, which fails on the
     # second step if any parameter was left out of the first one's backward pass.
-    net = SCDNet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS[variant], **TINY).train()
+    net = tiny_scdnet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS[variant]).train()
     _training_step(net, torch.randn(2, 1, 16, 16, 16))
     missing = [name for name, p in net.named_parameters() if p.grad is None]
     assert not missing, f"no gradient for {missing}"
 
 
 @pytest.mark.parametrize("variant", ["stp", "dense"])
-def test_attention_calls_sdpa_without_a_mask_and_runs_on_the_flash_kernel(variant, monkeypatch):
+def test_attention_calls_sdpa_without_a_mask_and_runs_on_the_flash_kernel(variant, monkeypatch, tiny_scdnet):
     # CUDA's flash and memory-efficient kernels take no explicit mask, so every attention call (encoder and
     # completion) must reach SDPA without one.
-    net = SCDNet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS[variant], **TINY).train()
+    net = tiny_scdnet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS[variant]).train()
     sdpa, calls = torch.nn.functional.scaled_dot_product_attention, []
 
     def recording_sdpa(q, k, v, attn_mask=None, *args, **kwargs):
@@ -89,10 +88,10 @@ def test_vit_b_attention_heads_are_64_wide_in_the_encoder_and_the_completion():
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="inductor needs a C++ compiler on CPU")
-def test_scdnet_compiles_with_inductor_in_one_graph():
+def test_scdnet_compiles_with_inductor_in_one_graph(tiny_scdnet):
     # nnU-Net compiles the network by default on CUDA. Inductor's CPU backend exercises the same tracing and
     # autograd: one graph without breaks, eager's outputs in eval mode, and a gradient for every parameter.
-    net = SCDNet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS["stp"], **TINY)
+    net = tiny_scdnet(1, 2, (16, 16, 16), (4, 4, 4), **VARIANTS["stp"])
     x = torch.randn(2, 1, 16, 16, 16)
     explanation = torch._dynamo.explain(net.train())(x)
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons

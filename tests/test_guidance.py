@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
 
-from nnunet_scd import SCDNet
 from nnunet_scd.bench.scorer_study import CANDIDATES, ScorerCandidate, known_cells_recall
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, foreground_guidance_loss, token_foreground
 from nnunet_scd.model.stp import RandomTokenPruning, SoftTopKPruning
@@ -61,14 +59,14 @@ def test_random_pruning_is_seeded_at_inference_and_fresh_in_training():
     assert len(draws) > 1
 
 
-def test_random_pruning_network_has_no_scorer_and_no_guidance():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), token_selection="random", **TINY)
+def test_random_pruning_network_has_no_scorer_and_no_guidance(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), token_selection="random")
     assert not any("scorer" in name for name, _ in net.named_parameters())
     net(torch.randn(2, 1, 16, 32, 32))
     assert [k.shape[1] for k in net.kept_indices] == [32, 16, 8] and net.scorer_logits == []
     assert net.guidance_loss(torch.ones(2, 16, 32, 32, dtype=torch.bool)) == 0
     with pytest.raises(ValueError, match="token_selection must be one of"):
-        SCDNet(1, 2, (16, 32, 32), (4, 8, 8), token_selection="uniform", **TINY)
+        tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), token_selection="uniform")
 
 
 def test_scorer_and_sampler_run_in_fp32_under_autocast():
@@ -92,10 +90,10 @@ def test_random_pruning_keeps_the_cells_only_at_chance():
     assert known_cells_recall(ScorerCandidate("random", token_selection="random", guidance_weight=0.0), steps=1) < 0.5
 
 
-def test_a_network_with_a_pending_graph_can_still_be_copied():
+def test_a_network_with_a_pending_graph_can_still_be_copied(tiny_scdnet):
     import copy
 
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), **TINY)
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5))
     net(torch.randn(1, 1, 16, 32, 32))
     assert len(net.scorer_logits) == 3 and net.scorer_logits[0].requires_grad
     clone = copy.deepcopy(net)

@@ -15,22 +15,8 @@ from nnunet_scd.nnunet.token_config import (
     round_up_to_multiple,
 )
 
-
-def _plans(patch: list[int], spacing: list[float]) -> dict:
-    return {
-        "dataset_name": "Dataset999_Test",
-        "plans_name": "nnUNetPlans",
-        "configurations": {
-            "3d_fullres": {
-                "patch_size": patch,
-                "spacing": spacing,
-                "batch_size": 2,
-                "architecture": {"network_class_name": "unused", "arch_kwargs": {}, "_kw_requires_import": []},
-            },
-            # nnU-Net's cascade stage inherits everything, patch included, from 3d_fullres.
-            "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"},
-        },
-    }
+# nnU-Net's cascade stage inherits everything, patch included, from 3d_fullres.
+CASCADE = {"3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}
 
 
 def test_isotropic_spacing_gives_base_tokens_on_every_axis() -> None:
@@ -102,10 +88,10 @@ def test_forced_token_with_wrong_dimensionality_is_a_clear_error() -> None:
         resolve_token_config(config, "2d", fixed_token_size=(8, 8, 8))
 
 
-def test_apply_writes_configuration_and_plans_and_survives_json() -> None:
+def test_apply_writes_configuration_and_plans_and_survives_json(make_plans) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = _plans([28, 60, 80], [2.5, 0.8, 0.8])
+    plans = make_plans([28, 60, 80], [2.5, 0.8, 0.8], other_configurations=CASCADE)
     manager = PlansManager(plans)
     configuration = manager.get_configuration("3d_fullres")
     tokens = resolve_token_config(configuration.configuration, "3d_fullres")
@@ -131,18 +117,18 @@ def test_recorded_tokens_win_over_a_fresh_choice() -> None:
     assert resolve_token_config(plans["configurations"]["3d_fullres"], "3d_fullres") == first
 
 
-def test_resolution_from_the_preprocessed_plans_is_deterministic() -> None:
+def test_resolution_from_the_preprocessed_plans_is_deterministic(make_plans) -> None:
     # `--c` rebuilds the trainer from the untouched preprocessed plans: same answer every time.
-    plans = _plans([28, 60, 80], [2.5, 0.8, 0.8])
+    plans = make_plans([28, 60, 80], [2.5, 0.8, 0.8], other_configurations=CASCADE)
     a = resolve_token_config(copy.deepcopy(plans["configurations"]["3d_fullres"]), "3d_fullres")
     b = resolve_token_config(copy.deepcopy(plans["configurations"]["3d_fullres"]), "3d_fullres")
     assert a == b
 
 
-def test_inherited_configuration_is_overridden_without_touching_its_parent() -> None:
+def test_inherited_configuration_is_overridden_without_touching_its_parent(make_plans) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans = _plans([20, 60, 60], [1.0, 1.0, 1.0])
+    plans = make_plans([20, 60, 60], [1.0, 1.0, 1.0], other_configurations=CASCADE)
     manager = PlansManager(plans)
     cascade = manager.get_configuration("3d_cascade_fullres")
     tokens = resolve_token_config(cascade.configuration, "3d_cascade_fullres")

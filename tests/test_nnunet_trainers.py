@@ -26,47 +26,14 @@ DATASET_JSON = {
 }
 
 
-def make_plans(patch: list[int], spacing: list[float], configuration: str = "3d_fullres") -> dict:
-    """The parts of an nnU-Net plans file that a trainer reads before it sees data."""
-    return {
-        "dataset_name": "Dataset999_Unit",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing,
-        "original_median_shape_after_transp": [2 * p for p in patch],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": list(range(len(patch))),
-        "transpose_backward": list(range(len(patch))),
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {},
-        "configurations": {
-            configuration: {
-                "data_identifier": f"nnUNetPlans_{configuration}",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": 2,
-                "patch_size": patch,
-                "spacing": spacing,
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "batch_dice": False,
-                "architecture": {"network_class_name": "unused", "arch_kwargs": {}, "_kw_requires_import": []},
-            }
-        },
-    }
-
-
 @pytest.fixture
-def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
-    return tmp_path
-
-
-def make_trainer(cls: type, patch: list[int], spacing: list[float], configuration: str = "3d_fullres"):
-    plans = make_plans(patch, spacing, configuration)
-    plans["continue_training"] = False
-    return cls(plans, configuration, 0, copy.deepcopy(DATASET_JSON), torch.device("cpu"))
+def make_trainer(nnunet_env: Path, make_plans):
+    """A CPU trainer of ``cls`` on fake plans (nnU-Net's folders in a temp dir)."""
+    def make(cls: type, patch: list[int], spacing: list[float], configuration: str = "3d_fullres"):
+        plans = make_plans(patch, spacing, configuration)
+        plans["continue_training"] = False
+        return cls(plans, configuration, 0, copy.deepcopy(DATASET_JSON), torch.device("cpu"))
+    return make
 
 
 def build(cls: type, plans: dict, configuration: str, deep_supervision: bool) -> torch.nn.Module:
@@ -123,7 +90,7 @@ def test_missing_ext_trainer_variable_gets_our_message(monkeypatch: pytest.Monke
     assert message is not None and "export nnUNet_extTrainer=" in message
 
 
-def test_trainer_writes_rounded_patch_and_tokens_into_configuration_and_plans(nnunet_env: Path) -> None:
+def test_trainer_writes_rounded_patch_and_tokens_into_configuration_and_plans(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [20, 44, 44], [2.5, 0.8, 0.8])
     assert trainer.configuration_manager.patch_size == [20, 48, 48]
     saved = trainer.plans_manager.plans["configurations"]["3d_fullres"]
@@ -135,7 +102,7 @@ def test_trainer_writes_rounded_patch_and_tokens_into_configuration_and_plans(nn
     assert "token size [2, 8, 8], patch [20, 48, 48] (rounded up from the planned [20, 44, 44])" in log
 
 
-def test_two_dimensional_configuration_gets_2d_tokens(nnunet_env: Path) -> None:
+def test_two_dimensional_configuration_gets_2d_tokens(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerUNETR_Tiny, [28, 36], [0.8, 0.8], configuration="2d")
     assert trainer.configuration_manager.patch_size == [32, 40]
     net = build(tr.nnUNetTrainerUNETR_Tiny, trainer.plans_manager.plans, "2d", deep_supervision=False)
@@ -143,7 +110,7 @@ def test_two_dimensional_configuration_gets_2d_tokens(nnunet_env: Path) -> None:
 
 
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerUNETR_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny])
-def test_prediction_rebuilds_the_trained_network_exactly(nnunet_env: Path, cls: type) -> None:
+def test_prediction_rebuilds_the_trained_network_exactly(nnunet_env: Path, cls: type, make_trainer) -> None:
     trainer = make_trainer(cls, [6, 20, 20], [2.5, 0.8, 0.8])
     trained = build(cls, trainer.plans_manager.plans, "3d_fullres", deep_supervision=True)
     # The predictor reads plans.json from the results folder and turns deep supervision off.
@@ -186,7 +153,7 @@ def test_variants_change_only_what_their_name_says() -> None:
     (tr.nnUNetTrainerSCD_Zhou2023Recipe_Tiny_cpuStudy, 1.72e-2 * 2 / 256, 0.01),  # the row keeps the trainer's
 ])
 def test_a_recipe_row_sets_length_checkpoints_mirroring_and_lr(nnunet_env: Path, cls: type, lr: float,
-                                                                warmup: float) -> None:
+                                                                warmup: float, make_trainer) -> None:
     trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
     recipe = cls.recipe
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch,
@@ -199,7 +166,7 @@ def test_a_recipe_row_sets_length_checkpoints_mirroring_and_lr(nnunet_env: Path,
     assert mirrored.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[-1] == (0, 1, 2)
 
 
-def test_dense_and_sparse_networks_differ_only_in_pruning(nnunet_env: Path) -> None:
+def test_dense_and_sparse_networks_differ_only_in_pruning(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
     plans = trainer.plans_manager.plans
     sparse = build(tr.nnUNetTrainerSCD_Tiny, plans, "3d_fullres", False)
@@ -212,14 +179,14 @@ def test_dense_and_sparse_networks_differ_only_in_pruning(nnunet_env: Path) -> N
     assert [k.shape[1] for k in sparse.kept_indices][0] < grid_tokens
 
 
-def test_image_with_the_wrong_number_of_channels_is_a_clear_error(nnunet_env: Path) -> None:
+def test_image_with_the_wrong_number_of_channels_is_a_clear_error(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
     net = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     with pytest.raises(ValueError, match="1 input channel"):
         net(torch.randn(1, 2, 16, 32, 32))
 
 
-def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -> None:
+def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     optimizer, scheduler = trainer.configure_optimizers()
@@ -236,7 +203,7 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path) -
     assert len(decay["params"]) + len(no_decay["params"]) == len(by_id)
 
 
-def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_env: Path) -> None:
+def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_env: Path, make_trainer) -> None:
     from nnunet_scd.nnunet import search_trainers as st
 
     cls = st.nnUNetTrainerUNETRSearch_Tiny_cpuShort
@@ -254,7 +221,7 @@ def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_en
         scheduler.lr_at(3))
 
 
-def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path) -> None:
+def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [8, 16, 16], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
@@ -292,7 +259,9 @@ def test_a_group_with_an_lr_scale_follows_the_schedule_at_that_multiple() -> Non
         assert optimizer.param_groups[1]["lr"] == pytest.approx(10 * scheduler.lr_at(epoch))
 
 
-def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_write_is_atomic_when_killed_mid_write(
+    nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, make_trainer
+) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny_5epochs, [16, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
@@ -317,7 +286,7 @@ def test_checkpoint_write_is_atomic_when_killed_mid_write(nnunet_env: Path, monk
     assert [p.name for p in Path(trainer.output_folder).iterdir() if "tmp" in p.name] == []  # its own temp removed
 
 
-def _trainer_with_checkpoints(epochs: dict[str, int]):
+def _trainer_with_checkpoints(make_trainer, epochs: dict[str, int]):
     """A CPU trainer ready to load (no dataset needed) and, per file name, a checkpoint saved at that epoch."""
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny_5epochs, [16, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
@@ -335,10 +304,10 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_continue_with_a_corrupt_latest_checkpoint_falls_back_to_best(nnunet_env: Path) -> None:
+def test_continue_with_a_corrupt_latest_checkpoint_falls_back_to_best(nnunet_env: Path, make_trainer) -> None:
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    trainer = _trainer_with_checkpoints({"checkpoint_best.pth": 2, "checkpoint_latest.pth": 4})
+    trainer = _trainer_with_checkpoints(make_trainer, {"checkpoint_best.pth": 2, "checkpoint_latest.pth": 4})
     _truncate(Path(trainer.output_folder) / "checkpoint_latest.pth")
     maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)  # nnUNetv2_train --c
     assert trainer.current_epoch == 2
@@ -351,11 +320,11 @@ def test_continue_with_a_corrupt_latest_checkpoint_falls_back_to_best(nnunet_env
     ({"checkpoint_final.pth": 5, "checkpoint_best.pth": 2}, "checkpoint_final.pth"),  # final never falls back
 ])
 def test_a_corrupt_checkpoint_without_fallback_stops_with_one_line_naming_it(
-    nnunet_env: Path, present: dict[str, int], corrupt: str
+    nnunet_env: Path, present: dict[str, int], corrupt: str, make_trainer
 ) -> None:
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    trainer = _trainer_with_checkpoints(present)
+    trainer = _trainer_with_checkpoints(make_trainer, present)
     _truncate(Path(trainer.output_folder) / corrupt)
     with pytest.raises(SystemExit) as exit_info:
         maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
@@ -391,7 +360,7 @@ def test_foreground_masks_follow_labels_ignore_label_and_regions() -> None:
     assert fg.tolist() == [[False, True, True, False]] and valid is None
 
 
-def _trainer_with_network(cls: type):
+def _trainer_with_network(make_trainer, cls: type):
     trainer = make_trainer(cls, [8, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
@@ -406,23 +375,23 @@ def _batch() -> dict:
     return {"data": torch.randn(2, 1, 8, 32, 32) + target, "target": target}
 
 
-def test_train_step_adds_guidance_and_reports_scorer_gradients(nnunet_env: Path) -> None:
-    guided = _trainer_with_network(tr.nnUNetTrainerSCD_Tiny)
+def test_train_step_adds_guidance_and_reports_scorer_gradients(nnunet_env: Path, make_trainer) -> None:
+    guided = _trainer_with_network(make_trainer, tr.nnUNetTrainerSCD_Tiny)
     out = guided.train_step(_batch())
     assert len(out["scorer_grad_ratio"]) == 3 and (out["scorer_grad_ratio"] > 0).all()
     assert 0 < float(out["guidance_loss"]) < 5
-    unguided = _trainer_with_network(tr.nnUNetTrainerSCD_NoGuidance_Tiny)
+    unguided = _trainer_with_network(make_trainer, tr.nnUNetTrainerSCD_NoGuidance_Tiny)
     out_unguided = unguided.train_step(_batch())
     assert "guidance_loss" not in out_unguided
     # The task loss alone hardly reaches the scorer; guidance gives it a gradient of its own.
     assert out["scorer_grad_ratio"][0] > 10 * out_unguided["scorer_grad_ratio"][0]
-    random = _trainer_with_network(tr.nnUNetTrainerSCD_RandomPruning_Tiny)
+    random = _trainer_with_network(make_trainer, tr.nnUNetTrainerSCD_RandomPruning_Tiny)
     assert set(random.train_step(_batch())) == {"loss"}
 
 
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerSCD_RandomPruning_Tiny])
-def test_each_epoch_logs_and_plots_the_kept_tokens_enrichment(nnunet_env: Path, cls: type) -> None:
-    trainer = _trainer_with_network(cls)
+def test_each_epoch_logs_and_plots_the_kept_tokens_enrichment(nnunet_env: Path, cls: type, make_trainer) -> None:
+    trainer = _trainer_with_network(make_trainer, cls)
     trainer.on_epoch_start()
     trainer.on_train_epoch_start()
     trainer.on_train_epoch_end([trainer.train_step(_batch())])
@@ -446,7 +415,8 @@ def test_each_epoch_logs_and_plots_the_kept_tokens_enrichment(nnunet_env: Path, 
 
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_Tiny, tr.nnUNetTrainerUNETR_Tiny])
 def test_trainers_are_seeded_so_a_rerun_starts_from_the_same_weights(
-        nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type, make_trainer
+) -> None:
     def initial_weights() -> dict[str, torch.Tensor]:
         trainer = make_trainer(cls, [8, 32, 32], [1.0, 1.0, 1.0])
         preprocessed = Path(trainer.preprocessed_dataset_folder)  # initialize() infers the dataset format here
@@ -464,8 +434,8 @@ def test_trainers_are_seeded_so_a_rerun_starts_from_the_same_weights(
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
-def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:
-    trainer = _trainer_with_network(tr.nnUNetTrainerUNETR_Tiny)
+def test_dense_trainer_logs_no_token_selection(nnunet_env: Path, make_trainer) -> None:
+    trainer = _trainer_with_network(make_trainer, tr.nnUNetTrainerUNETR_Tiny)
     assert set(trainer.train_step(_batch())) == {"loss"}
     trainer.on_validation_epoch_start()
     out = trainer.validation_step(_batch())
@@ -474,7 +444,7 @@ def test_dense_trainer_logs_no_token_selection(nnunet_env: Path) -> None:
     assert "stp_enrichment" not in trainer.logger.local_logger.my_fantastic_logging
 
 
-def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env: Path) -> None:
+def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env: Path, make_trainer) -> None:
     for cls in (tr.nnUNetTrainerSCD_MIM, tr.nnUNetTrainerSCD_MIM_Tiny, tr.nnUNetTrainerSCD_MIM_Tiny_cpuStudy):
         trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
         net = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
@@ -484,7 +454,7 @@ def test_mim_trainers_build_a_decoder_that_sees_only_completed_tokens(nnunet_env
     assert mta.skip_assembly == "per_depth"
 
 
-def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path) -> None:
+def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path, make_trainer) -> None:
     btcv, brats = tr.nnUNetTrainerSCD_Zhou2023, tr.nnUNetTrainerSCD_Zhou2023BraTS
     assert btcv.network_kwargs() == {**tr.nnUNetTrainerSCD.network_kwargs(), "keep_ratios": (0.1, 0.1, 0.1),
                                      "completion_dim": 768, "completion_heads": 12, "skip_assembly": "shared",
@@ -512,7 +482,7 @@ def _layer_of(name: str, depth: int) -> int:
     return depth + 1
 
 
-def test_layer_decay_and_cosine_give_each_parameter_its_lr_at_every_epoch(nnunet_env: Path) -> None:
+def test_layer_decay_and_cosine_give_each_parameter_its_lr_at_every_epoch(nnunet_env: Path, make_trainer) -> None:
     import math
 
     cls = tr.nnUNetTrainerSCD_Zhou2023_Tiny
@@ -561,7 +531,7 @@ def test_warmup_then_cosine_schedule_reaches_half_at_mid_decay_and_zero_at_the_e
 
 @pytest.mark.parametrize("cls, clips", [(tr.nnUNetTrainerSCD_Zhou2023_Tiny, False), (tr.nnUNetTrainerSCD_Tiny, True)])
 def test_gradients_are_clipped_only_when_the_recipe_says_so(
-    nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type, clips: bool
+    nnunet_env: Path, monkeypatch: pytest.MonkeyPatch, cls: type, clips: bool, make_trainer
 ) -> None:
     trainer = make_trainer(cls, [8, 16, 16], [1.0, 1.0, 1.0])
     trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)

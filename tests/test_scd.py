@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
 
 from nnunet_scd import SCDNet
 from nnunet_scd.measure import count_flops
@@ -14,8 +13,8 @@ from nnunet_scd.measure import count_flops
      ((64, 64), (4, 16))],
 )
 @pytest.mark.parametrize("keep_ratios", [(0.5, 0.5, 0.5), None])
-def test_logits_have_the_input_spatial_size(patch_size, token_size, keep_ratios):
-    net = SCDNet(2, 3, patch_size, token_size, keep_ratios=keep_ratios, **TINY)
+def test_logits_have_the_input_spatial_size(patch_size, token_size, keep_ratios, tiny_scdnet):
+    net = tiny_scdnet(2, 3, patch_size, token_size, keep_ratios=keep_ratios)
     x = torch.randn(2, 2, *patch_size)
     assert net(x).shape == (2, 3, *patch_size)
 
@@ -23,21 +22,21 @@ def test_logits_have_the_input_spatial_size(patch_size, token_size, keep_ratios)
 @pytest.mark.parametrize("completion, skip_assembly", [("mta", "per_depth"), ("mta", "shared"), ("mask", "shared")])
 @pytest.mark.parametrize("sampler", ["gumbel", "gaussian"])
 @pytest.mark.parametrize("pooled_bottleneck", [False, True])
-def test_every_sparse_variant_trains(completion, skip_assembly, sampler, pooled_bottleneck):
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion=completion, skip_assembly=skip_assembly,
-                 sampler=sampler, keep_ratios=(0.5, 0.5, 0.5), pooled_bottleneck=pooled_bottleneck, **TINY)
+def test_every_sparse_variant_trains(completion, skip_assembly, sampler, pooled_bottleneck, tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), completion=completion, skip_assembly=skip_assembly,
+                      sampler=sampler, keep_ratios=(0.5, 0.5, 0.5), pooled_bottleneck=pooled_bottleneck)
     out = net(torch.randn(2, 1, 16, 32, 32))
     out.square().mean().backward()
     assert out.shape == (2, 2, 16, 32, 32)
     assert net.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
-def test_kept_counts_per_stage_are_exact():
-    net = SCDNet(1, 2, (64, 64, 64), (4, 4, 4), keep_ratios=(0.25, 0.25, 0.25), **TINY)  # 4096 tokens
+def test_kept_counts_per_stage_are_exact(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (64, 64, 64), (4, 4, 4), keep_ratios=(0.25, 0.25, 0.25))  # 4096 tokens
     net(torch.randn(1, 1, 64, 64, 64))
     assert [k.shape for k in net.kept_indices] == [(1, 1024), (1, 256), (1, 64)]
 
-    net = SCDNet(1, 2, (24, 32, 32), (4, 4, 4), keep_ratios=(0.5, 0.3, 0.9), **TINY)  # 6*8*8 = 384 tokens
+    net = tiny_scdnet(1, 2, (24, 32, 32), (4, 4, 4), keep_ratios=(0.5, 0.3, 0.9))  # 6*8*8 = 384 tokens
     net(torch.randn(2, 1, 24, 32, 32))
     assert [k.shape[1] for k in net.kept_indices] == [192, 58, 52]
     # Every stage keeps a subset of the previous one, and indices are distinct grid positions.
@@ -47,8 +46,8 @@ def test_kept_counts_per_stage_are_exact():
             assert len(set(later[b].tolist())) == later.shape[1]
 
 
-def test_eval_is_deterministic_and_training_is_stochastic():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), **TINY)
+def test_eval_is_deterministic_and_training_is_stochastic(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5))
     x = torch.randn(1, 1, 16, 32, 32)
     net.eval()
     with torch.no_grad():
@@ -66,8 +65,8 @@ def test_eval_is_deterministic_and_training_is_stochastic():
 
 
 @pytest.mark.parametrize("sampler", ["gumbel", "gaussian"])
-def test_gradient_reaches_every_scorer_parameter(sampler):
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), sampler=sampler, **TINY)
+def test_gradient_reaches_every_scorer_parameter(sampler, tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), keep_ratios=(0.5, 0.5, 0.5), sampler=sampler)
     net(torch.randn(2, 1, 16, 32, 32)).square().mean().backward()
     scorer_params = list(net.pruning.named_parameters())
     assert len(scorer_params) == 3 * 10  # LayerNorm + 4 Linear layers, weight and bias each
@@ -76,8 +75,8 @@ def test_gradient_reaches_every_scorer_parameter(sampler):
         assert param.grad.abs().sum() > 0, name
 
 
-def test_dense_network_is_a_plain_unetr_computation():
-    net = SCDNet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=None, **TINY).eval()
+def test_dense_network_is_a_plain_unetr_computation(tiny_scdnet):
+    net = tiny_scdnet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=None).eval()
     assert not net.is_sparse and len(net.pruning) == 0
     x = torch.randn(2, 1, 16, 32, 32)
     tokens = net.patch_embed(x) + net.pos_embed.pos_embed
@@ -104,12 +103,12 @@ def _replace_pruned_tokens(net: SCDNet, value: float) -> None:
 
 
 @pytest.mark.parametrize("pooled_bottleneck", [False, True])
-def test_no_pruned_token_reaches_the_output_of_the_mim_baseline(pooled_bottleneck):
+def test_no_pruned_token_reaches_the_output_of_the_mim_baseline(pooled_bottleneck, tiny_scdnet):
     x = torch.randn(2, 1, 16, 32, 32)
     moved = {}
     for completion in ("mask", "mta"):
-        net = SCDNet(1, 3, (16, 32, 32), (4, 8, 8), completion=completion, pooled_bottleneck=pooled_bottleneck,
-                     **TINY).eval()
+        net = tiny_scdnet(1, 3, (16, 32, 32), (4, 8, 8), completion=completion,
+                          pooled_bottleneck=pooled_bottleneck).eval()
         with torch.no_grad():
             reference = net(x)
             _replace_pruned_tokens(net, 3.0)
@@ -118,11 +117,11 @@ def test_no_pruned_token_reaches_the_output_of_the_mim_baseline(pooled_bottlenec
     assert moved["mta"] > 1e-3  # the same check sees MTA's pruned tokens, so it can fail
 
 
-def test_mim_baseline_refuses_per_depth_skips_that_would_leak_pruned_tokens():
-    assert SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask", **TINY).skip_assembly == "shared"
-    assert SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY).skip_assembly == "per_depth"
+def test_mim_baseline_refuses_per_depth_skips_that_would_leak_pruned_tokens(tiny_scdnet):
+    assert tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask").skip_assembly == "shared"
+    assert tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8)).skip_assembly == "per_depth"
     with pytest.raises(ValueError, match="MIM baseline"):
-        SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask", skip_assembly="per_depth", **TINY)
+        tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), completion="mask", skip_assembly="per_depth")
 
 
 def test_skips_are_the_outputs_of_blocks_3_6_9_of_12():
@@ -140,9 +139,9 @@ def test_skips_are_the_outputs_of_blocks_3_6_9_of_12():
         assert torch.equal(skip, outputs[depth]), depth
 
 
-def test_pooled_bottleneck_is_the_authors_x8_decoder():
-    net = SCDNet(1, 2, (32, 32, 32), (8, 8, 8), pooled_bottleneck=True, **TINY).eval()  # 4^3 tokens
-    plain = SCDNet(1, 2, (32, 32, 32), (8, 8, 8), **TINY)
+def test_pooled_bottleneck_is_the_authors_x8_decoder(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (32, 32, 32), (8, 8, 8), pooled_bottleneck=True).eval()  # 4^3 tokens
+    plain = tiny_scdnet(1, 2, (32, 32, 32), (8, 8, 8))
     assert (len(net.decoder.decoders), len(plain.decoder.decoders)) == (4, 3)
     seen = []
     net.decoder.decoders[-1].register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
@@ -151,14 +150,14 @@ def test_pooled_bottleneck_is_the_authors_x8_decoder():
     (bottleneck, top), = seen
     assert bottleneck[2:] == (2, 2, 2) and top[2:] == (4, 4, 4)  # half the token grid, then back to it
     # An odd axis is not pooled, and a two-token axis is averaged pairwise.
-    odd = SCDNet(1, 2, (40, 16, 32), (8, 8, 8), pooled_bottleneck=True, **TINY)
+    odd = tiny_scdnet(1, 2, (40, 16, 32), (8, 8, 8), pooled_bottleneck=True)
     assert odd.decoder.pool_strides == (1, 2, 2)
     assert odd(torch.randn(1, 1, 40, 16, 32)).shape == (1, 2, 40, 16, 32)
 
 
-def test_keep_ratio_one_feeds_the_decoder_the_dense_hidden_states():
-    sparse = SCDNet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=(1.0, 1.0, 1.0), **TINY).eval()
-    dense = SCDNet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=None, **TINY).eval()
+def test_keep_ratio_one_feeds_the_decoder_the_dense_hidden_states(tiny_scdnet):
+    sparse = tiny_scdnet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=(1.0, 1.0, 1.0)).eval()
+    dense = tiny_scdnet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=None).eval()
     missing, unexpected = dense.load_state_dict(sparse.state_dict(), strict=False)
     assert not missing and all(k.startswith(("pruning.", "completion.")) for k in unexpected)
     seen = {}
@@ -198,13 +197,13 @@ def test_scorers_are_under_five_percent_of_the_encoder():
     assert scorers < 0.05 * encoder
 
 
-def test_runs_on_a_token_grid_other_than_the_one_it_was_built_for():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY).eval()
+def test_runs_on_a_token_grid_other_than_the_one_it_was_built_for(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8)).eval()
     assert net(torch.randn(1, 1, 24, 48, 32)).shape == (1, 2, 24, 48, 32)
 
 
-def test_state_dict_keys_do_not_depend_on_mode():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY)
+def test_state_dict_keys_do_not_depend_on_mode(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8))
     keys = set(net.state_dict())
     net.eval()
     assert set(net.state_dict()) == keys
@@ -242,27 +241,27 @@ def test_state_dict_keys_do_not_depend_on_mode():
         (dict(embed_dim=32.0), "embed_dim must be an integer"),
     ],
 )
-def test_bad_configuration_gets_a_clear_value_error(kwargs, message):
-    config = dict(input_channels=1, num_classes=2, patch_size=(16, 32, 32), token_size=(4, 8, 8), **TINY)
+def test_bad_configuration_gets_a_clear_value_error(kwargs, message, tiny_sizes):
+    config = dict(input_channels=1, num_classes=2, patch_size=(16, 32, 32), token_size=(4, 8, 8), **tiny_sizes)
     config.update(kwargs)
     with pytest.raises(ValueError, match=message):
         SCDNet(**config)
 
 
-def test_completion_depth_zero_is_token_assembly_without_a_completion_block():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), completion_depth=0, keep_ratios=(0.5,) * 3, **TINY)
+def test_completion_depth_zero_is_token_assembly_without_a_completion_block(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8), completion_depth=0, keep_ratios=(0.5,) * 3)
     assert len(net.completion.transformer.blocks) == 0
     assert net(torch.randn(1, 1, 16, 32, 32)).shape == (1, 2, 16, 32, 32)
 
 
-def test_an_empty_batch_gets_a_clear_value_error():
-    net = SCDNet(1, 2, (16, 32, 32), (4, 8, 8), **TINY)
+def test_an_empty_batch_gets_a_clear_value_error(tiny_scdnet):
+    net = tiny_scdnet(1, 2, (16, 32, 32), (4, 8, 8))
     with pytest.raises(ValueError, match="empty batch"):
         net(torch.randn(0, 1, 16, 32, 32))
 
 
-def test_wrong_input_channels_or_dimensions_get_a_clear_value_error():
-    net = SCDNet(2, 2, (16, 32, 32), (4, 8, 8), **TINY)
+def test_wrong_input_channels_or_dimensions_get_a_clear_value_error(tiny_scdnet):
+    net = tiny_scdnet(2, 2, (16, 32, 32), (4, 8, 8))
     with pytest.raises(ValueError, match="built for 2 input channel"):
         net(torch.randn(1, 1, 16, 32, 32))
     with pytest.raises(ValueError, match="built for 3D images"):

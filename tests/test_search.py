@@ -5,7 +5,6 @@ import re
 
 import pytest
 import torch
-from conftest import TINY
 
 from nnunet_scd import SCDNet
 from nnunet_scd.measure import count_flops
@@ -28,11 +27,14 @@ from nnunet_scd.search import (
 from nnunet_scd.search.derive import uniform_heads
 from nnunet_scd.search.measure import encoder_modules
 
-WIDE = dict(TINY, embed_dim=48, num_heads=4)  # head_dim 12, MLP 192
 
-
-def _net(keep_ratios=(0.5, 0.5, 0.5), **kwargs) -> SCDNet:
-    return SCDNet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=keep_ratios, **{**WIDE, **kwargs}).eval()
+@pytest.fixture
+def make_net(tiny_scdnet):
+    """An SCDNet in eval mode, wider than the tiny one (head_dim 12, MLP 192) so slicing has channels to cut."""
+    def make(keep_ratios=(0.5, 0.5, 0.5), **kwargs) -> SCDNet:
+        return tiny_scdnet(1, 3, (16, 32, 32), (4, 8, 8), keep_ratios=keep_ratios,
+                           **{"embed_dim": 48, "num_heads": 4, **kwargs}).eval()
+    return make
 
 
 def _randomise_masks(net: torch.nn.Module) -> None:
@@ -49,8 +51,8 @@ def _zero_pruned(net: torch.nn.Module, keep) -> None:
             block.mlp.neuron_mask[~keep_mlp] = 0
 
 
-def test_masked_blocks_with_unit_masks_reproduce_the_dense_network():
-    net = _net(keep_ratios=None)
+def test_masked_blocks_with_unit_masks_reproduce_the_dense_network(make_net):
+    net = make_net(keep_ratios=None)
     x = torch.randn(2, 1, 16, 32, 32)
     dense = net(x)
     mask_blocks(net)
@@ -58,8 +60,8 @@ def test_masked_blocks_with_unit_masks_reproduce_the_dense_network():
 
 
 @pytest.mark.parametrize("keep_ratios", [None, (0.5, 0.5, 0.5)])
-def test_slicing_is_exact_when_pruned_masks_are_zero(keep_ratios):
-    net = mask_blocks(_net(keep_ratios))
+def test_slicing_is_exact_when_pruned_masks_are_zero(keep_ratios, make_net):
+    net = mask_blocks(make_net(keep_ratios))
     _randomise_masks(net)
     keep = derive_keep(net, 0.6)
     _zero_pruned(net, keep)
@@ -70,8 +72,8 @@ def test_slicing_is_exact_when_pruned_masks_are_zero(keep_ratios):
     torch.testing.assert_close(sliced(x), masked_out, atol=1e-5, rtol=1e-4)
 
 
-def test_sliced_blocks_keep_no_zeroed_weights():
-    net = mask_blocks(_net(None))
+def test_sliced_blocks_keep_no_zeroed_weights(make_net):
+    net = mask_blocks(make_net(None))
     _randomise_masks(net)
     keep = derive_keep(net, 0.5)
     slice_blocks(net, keep)
@@ -125,8 +127,8 @@ def _slice_with_a_headless_block(net: torch.nn.Module, block: int = 2) -> list:
     return keep
 
 
-def test_slicing_away_every_head_of_a_block_stays_exact():
-    net = mask_blocks(_net())
+def test_slicing_away_every_head_of_a_block_stays_exact(make_net):
+    net = mask_blocks(make_net())
     _randomise_masks(net)
     keep = _slice_with_a_headless_block(net)
     x = torch.randn(2, 1, 16, 32, 32)
@@ -136,14 +138,14 @@ def test_slicing_away_every_head_of_a_block_stays_exact():
     torch.testing.assert_close(sliced(x), masked_out, atol=1e-5, rtol=1e-4)
 
 
-def test_weights_saved_while_head_less_blocks_had_norm1_and_qkv_still_load():
-    net = mask_blocks(_net())
+def test_weights_saved_while_head_less_blocks_had_norm1_and_qkv_still_load(make_net):
+    net = mask_blocks(make_net())
     _randomise_masks(net)
     sliced = slice_blocks(net, _slice_with_a_headless_block(net))
     old = dict(sliced.state_dict())
     old.update({"blocks.2.norm1.weight": torch.ones(48), "blocks.2.norm1.bias": torch.zeros(48),
                 "blocks.2.attn.qkv.weight": torch.zeros(0, 48), "blocks.2.attn.qkv.bias": torch.zeros(0)})
-    rebuilt = apply_widths(_net(), block_widths(sliced))
+    rebuilt = apply_widths(make_net(), block_widths(sliced))
     load_sliced_state(rebuilt, old)  # nnunet-scd slim's files
     rebuilt.load_state_dict(old)  # nnU-Net's checkpoints, strict
     x = torch.randn(1, 1, 16, 32, 32)
@@ -243,8 +245,8 @@ def test_budget_one_keeps_everything_and_a_budget_below_the_fixed_part_is_refuse
         derive_keep(net, 0.01)
 
 
-def test_widths_differ_by_layer_and_are_recorded_decreasing():
-    net = mask_blocks(_net(None))
+def test_widths_differ_by_layer_and_are_recorded_decreasing(make_net):
+    net = mask_blocks(make_net(None))
     with torch.no_grad():
         net.blocks[0].attn.head_mask[1:] = 0.01  # block 0 keeps only its first head
         net.blocks[3].mlp.neuron_mask[:100] = 0.01
@@ -262,41 +264,41 @@ def test_bad_budgets_are_rejected_with_a_clear_error(budget):
         check_budget(budget)
 
 
-def test_rebuilt_network_from_widths_loads_the_sliced_weights():
-    net = mask_blocks(_net())
+def test_rebuilt_network_from_widths_loads_the_sliced_weights(make_net):
+    net = mask_blocks(make_net())
     _randomise_masks(net)
     slice_blocks(net, derive_keep(net, 0.6))
-    rebuilt = apply_widths(_net(), block_widths(net))
+    rebuilt = apply_widths(make_net(), block_widths(net))
     load_sliced_state(rebuilt, net.state_dict())
     x = torch.randn(1, 1, 16, 32, 32)
     torch.testing.assert_close(rebuilt(x), net(x))
 
 
-def test_plans_that_do_not_match_the_weights_give_a_clear_error():
-    net = mask_blocks(_net())
+def test_plans_that_do_not_match_the_weights_give_a_clear_error(make_net):
+    net = mask_blocks(make_net())
     slice_blocks(net, derive_keep(net, 0.6))
-    other = mask_blocks(_net())
+    other = mask_blocks(make_net())
     _randomise_masks(other)
     slice_blocks(other, derive_keep(other, 0.5))
     with pytest.raises(ValueError, match="do not match the network built from these plans"):
-        load_sliced_state(apply_widths(_net(), block_widths(other)), net.state_dict())
+        load_sliced_state(apply_widths(make_net(), block_widths(other)), net.state_dict())
     with pytest.raises(ValueError, match="encoder blocks"):
-        apply_widths(_net(), block_widths(net)[:2])
+        apply_widths(make_net(), block_widths(net)[:2])
 
 
-def test_penalty_is_the_weighted_l1_of_the_masks():
-    net = mask_blocks(_net(None))
+def test_penalty_is_the_weighted_l1_of_the_masks(make_net):
+    net = mask_blocks(make_net(None))
     _randomise_masks(net)
     blocks = masked_blocks(net)
     attn = sum(b.attn.head_mask.abs().sum() for b in blocks)
     mlp = sum(b.mlp.neuron_mask.abs().sum() for b in blocks)
     torch.testing.assert_close(mask_penalty(net, 2e-4, 5e-5), 2e-4 * attn + 5e-5 * mlp)
     with pytest.raises(ValueError, match="no search masks"):
-        mask_penalty(_net(None))
+        mask_penalty(make_net(None))
 
 
-def test_gradients_reach_every_mask():
-    net = mask_blocks(_net()).train()
+def test_gradients_reach_every_mask(make_net):
+    net = mask_blocks(make_net()).train()
     loss = net(torch.randn(2, 1, 16, 32, 32)).square().mean() + mask_penalty(net)
     loss.backward()
     for block in masked_blocks(net):
@@ -304,8 +306,8 @@ def test_gradients_reach_every_mask():
         assert block.mlp.neuron_mask.grad is not None and block.mlp.neuron_mask.grad.abs().sum() > 0
 
 
-def test_pixel_classifier_starts_as_the_identity_and_learns():
-    net = _net()
+def test_pixel_classifier_starts_as_the_identity_and_learns(make_net):
+    net = make_net()
     wrapped = WithPixelClassifier(net).eval()
     x = torch.randn(1, 1, 16, 32, 32)
     torch.testing.assert_close(wrapped(x), net(x))
@@ -315,8 +317,8 @@ def test_pixel_classifier_starts_as_the_identity_and_learns():
     assert all(name.startswith("network.") for name in wrapped.no_weight_decay())
 
 
-def test_pixel_classifier_composes_through_forward_features_without_hooks():
-    net = _net().eval()
+def test_pixel_classifier_composes_through_forward_features_without_hooks(make_net):
+    net = make_net().eval()
     keys = set(net.state_dict())
     wrapped = WithPixelClassifier(net).eval()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())

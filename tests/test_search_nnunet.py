@@ -24,20 +24,6 @@ from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blo
 from nnunet_scd.search.plot import plot_mask_distribution
 
 DATASET = "Dataset991_Fake"
-PLANS = {
-    "dataset_name": DATASET,
-    "plans_name": "nnUNetPlans",
-    "label_manager": "LabelManager",
-    "transpose_forward": [0, 1, 2],
-    "transpose_backward": [0, 1, 2],
-    "configurations": {
-        "3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 32, 32], "spacing": [2.5, 0.8, 0.8],
-            "batch_size": 2, "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
-            "scd_tokens": {"token_size": [2, 8, 8], "planned_patch_size": [8, 32, 32]},
-        }
-    },
-}
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
 SEARCH = "nnUNetTrainerSCDSearch_Tiny"
 
@@ -47,15 +33,22 @@ def _build(trainer: type, plans: dict) -> torch.nn.Module:
     return trainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 1, 3, False)
 
 
+@pytest.fixture
+def plans(make_plans) -> dict:
+    """Plans of a search run: the token geometry the trainer recorded, as in a results folder's plans.json."""
+    return make_plans([8, 32, 32], [2.5, 0.8, 0.8], dataset_name=DATASET,
+                      scd_tokens={"token_size": [2, 8, 8], "planned_patch_size": [8, 32, 32]})
+
+
 @pytest.fixture()
-def search_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def search_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plans: dict) -> Path:
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
     run = tmp_path / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
     (run / "fold_0").mkdir(parents=True)
-    (run / "plans.json").write_text(json.dumps(PLANS))
+    (run / "plans.json").write_text(json.dumps(plans))
     (run / "dataset.json").write_text(json.dumps(DATASET_JSON))
-    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    network = _build(nnUNetTrainerSCDSearch_Tiny, plans)
     with torch.no_grad():
         for block in masked_blocks(network):
             block.attn.head_mask.uniform_(0, 1)
@@ -90,11 +83,11 @@ def test_slim_plans_rebuild_the_sliced_network_with_its_weights(search_run: Path
     torch.testing.assert_close(rebuilt.eval()(x), plain.eval()(x))
 
 
-def test_another_fold_reuses_the_recorded_widths(search_run: Path):
+def test_another_fold_reuses_the_recorded_widths(search_run: Path, plans: dict):
     first = _derive(fold=0)
     run = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
     (run / "fold_1").mkdir()
-    other = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    other = _build(nnUNetTrainerSCDSearch_Tiny, plans)
     with torch.no_grad():
         for block in masked_blocks(other):
             block.attn.head_mask.uniform_(0, 1)
@@ -110,9 +103,9 @@ def test_slim_trainer_of_another_network_is_refused(search_run: Path):
         _build(nnUNetTrainerUNETRSlim_Tiny, plans)
 
 
-def test_plans_without_slim_record_give_a_clear_error():
+def test_plans_without_slim_record_give_a_clear_error(plans: dict):
     with pytest.raises(ValueError, match="nnunet-scd slim"):
-        _build(nnUNetTrainerSCDSlim_Tiny, PLANS)
+        _build(nnUNetTrainerSCDSlim_Tiny, plans)
 
 
 def test_missing_fold_weights_name_the_command(search_run: Path):
@@ -157,18 +150,18 @@ def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(
     assert derive_subnet._slim_trainer(MySearch) is None
 
 
-def test_mask_distribution_plot_is_written(tmp_path: Path):
-    path = plot_mask_distribution(_build(nnUNetTrainerSCDSearch_Tiny, PLANS), tmp_path / "masks.png", "test")
+def test_mask_distribution_plot_is_written(tmp_path: Path, plans: dict):
+    path = plot_mask_distribution(_build(nnUNetTrainerSCDSearch_Tiny, plans), tmp_path / "masks.png", "test")
     assert path.stat().st_size > 1000
 
 
-def _save_search_checkpoint(root: Path, fold: int, seed: int, decoy: bool = False) -> None:
+def _save_search_checkpoint(root: Path, plans: dict, fold: int, seed: int, decoy: bool = False) -> None:
     """A search checkpoint with random masks; ``decoy``: in block 2, the one head with a strong channel
     has the smallest mask L1 (one channel 0.9), the others many weak ones (48 x 0.05)."""
     run = root / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
     (run / f"fold_{fold}").mkdir(exist_ok=True)
     torch.manual_seed(seed)
-    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    network = _build(nnUNetTrainerSCDSearch_Tiny, plans)
     with torch.no_grad():
         for block in masked_blocks(network):
             block.attn.head_mask.uniform_(0, 1)
@@ -186,12 +179,12 @@ def _weights(result) -> dict[str, torch.Tensor]:
     return torch.load(result.weights_file, weights_only=True)
 
 
-def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(search_run: Path):
+def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(search_run: Path, plans: dict):
     # Regression: the rerun found the plans and fitted the widths with fit_keep, which ranks heads by their
     # L1, so it kept other channels than the first run and overwrote its weights.
     from nnunet_scd.search import derive_keep, fit_keep
 
-    _save_search_checkpoint(search_run, 0, seed=0, decoy=True)
+    _save_search_checkpoint(search_run, plans, 0, seed=0, decoy=True)
     first = _derive()
     saved = _weights(first)
     mtime = first.weights_file.stat().st_mtime_ns
@@ -200,16 +193,16 @@ def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(sear
     assert all(torch.equal(saved[k], v) for k, v in _weights(second).items())
     assert first.weights_file.stat().st_mtime_ns == mtime  # identical, so not even rewritten
     # The test means something only if the other rule would have picked other channels here.
-    network = _build(nnUNetTrainerSCDSearch_Tiny, PLANS)
+    network = _build(nnUNetTrainerSCDSearch_Tiny, plans)
     checkpoint = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres" / "fold_0"
     network.load_state_dict(torch.load(checkpoint / "checkpoint_final.pth", weights_only=False)["network_weights"])
     derived, fitted = derive_keep(network, 0.7), fit_keep(network, first.widths)
     assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(derived, fitted))
 
 
-def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path):
+def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path, plans: dict):
     first = _weights(_derive())
-    _save_search_checkpoint(search_run, 0, seed=1)  # e.g. the search trained on, or --checkpoint best
+    _save_search_checkpoint(search_run, plans, 0, seed=1)  # e.g. the search trained on, or --checkpoint best
     with pytest.raises(ValueError, match="already holds other sliced weights.*--overwrite"):
         _derive()
     assert all(torch.equal(first[k], v) for k, v in torch.load(
@@ -219,10 +212,10 @@ def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path
     assert not all(torch.equal(first[k], v) for k, v in _weights(replaced).items())
 
 
-def test_two_folds_sliced_at_once_agree_on_one_architecture(search_run: Path):
+def test_two_folds_sliced_at_once_agree_on_one_architecture(search_run: Path, plans: dict):
     from concurrent.futures import ThreadPoolExecutor
 
-    _save_search_checkpoint(search_run, 1, seed=2)
+    _save_search_checkpoint(search_run, plans, 1, seed=2)
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda fold: _derive(fold=fold), (0, 1)))
     plans = json.loads(results[0].plans_file.read_text())
