@@ -6,17 +6,17 @@ Keep the code in nnunet_scd.demo.trainers.
 from nnunet_scd.demo.trainers import (
     nnUNetTrainer_demo,
     nnUNetTrainer_demoQuick,
-    nnUNetTrainerSCD_Tiny_demo,
-    nnUNetTrainerSCD_Tiny_demoQuick,
-    nnUNetTrainerUNETR_Tiny_demo,
-    nnUNetTrainerUNETR_Tiny_demoQuick,
+    nnUNetTrainerSCD_Ti_demo,
+    nnUNetTrainerSCD_Ti_demoQuick,
+    nnUNetTrainerUNETR_Ti_demo,
+    nnUNetTrainerUNETR_Ti_demoQuick,
 )
 
 __all__ = [
     "nnUNetTrainer_demo",
     "nnUNetTrainer_demoQuick",
-    "nnUNetTrainerSCD_Tiny_demo",
-    "nnUNetTrainerSCD_Tiny_demoQuick",
-    "nnUNetTrainerUNETR_Tiny_demo",
-    "nnUNetTrainerUNETR_Tiny_demoQuick",
+    "nnUNetTrainerSCD_Ti_demo",
+    "nnUNetTrainerSCD_Ti_demoQuick",
+    "nnUNetTrainerUNETR_Ti_demo",
+    "nnUNetTrainerUNETR_Ti_demoQuick",
 ]

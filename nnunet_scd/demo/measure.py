@@ -20,6 +20,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "epoch_times",
+    "input_shape",
     "interleaved_medians",
     "load_predictor",
     "time_inference",
@@ -60,6 +61,12 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
+def input_shape(predictor) -> tuple[int, ...]:
+    """(C, *patch) of one sliding-window tile, from the plans, for any nnU-Net network."""
+    channels = len(predictor.dataset_json.get("channel_names", predictor.dataset_json.get("modality", {})))
+    return (channels, *predictor.configuration_manager.patch_size)
+
+
 def time_inference(predictors: dict[str, object], images: Iterable[Path], repeats: int = 2) -> dict[str, dict]:
     """Median seconds per volume (nnUNetPredictor on raw images) and per patch (network forward) per model."""
     import torch
@@ -83,7 +90,7 @@ def time_inference(predictors: dict[str, object], images: Iterable[Path], repeat
                 return network(patch)
         return run
 
-    patches = {name: torch.randn(1, p.network.input_channels, *p.network.patch_size) for name, p in predictors.items()}
+    patches = {name: torch.randn(1, *input_shape(p)) for name, p in predictors.items()}
     per_patch = interleaved_medians(
         {name: forward(p.network, patches[name]) for name, p in predictors.items()}, max(3, 2 * repeats))
     return {name: {"seconds_per_volume": statistics.median(per_volume[name]),

@@ -1,11 +1,11 @@
-"""Demo trainer variants: the Tiny SCD trainer, its dense twin and stock nnU-Net, with the demo's short budgets.
+"""Demo trainer variants: SCD with the Ti ViT, its dense twin and stock nnU-Net, with the demo's short budgets.
 
-The networks are exactly those of ``nnUNetTrainerSCD_Tiny``, ``nnUNetTrainerUNETR_Tiny`` and
-``nnUNetTrainer``. The ViTs get the demo's budget with the short-run recipe (``ShortRunRecipe``: lr
-1e-3 after a warm-up, no test-time mirroring); stock nnU-Net gets the same budget with its own
-recipe (SGD, lr 1e-2, poly decay, deep supervision). All are seeded. The end-of-training
-validation is left out because the demo predicts the same validation cases with
-``nnUNetv2_predict`` and evaluates them itself.
+The ViTs are ``nnUNetTrainerSCD`` and ``nnUNetTrainerUNETR`` with the ``Ti`` size (192 wide, 12
+blocks, pruning after 3/6/9); stock nnU-Net is ``nnUNetTrainer`` unchanged. The ViTs get the demo's
+budget with the short-run recipe (``ShortRunRecipe``: lr 1e-3 after a warm-up, no test-time
+mirroring); stock nnU-Net gets the same budget with its own recipe (SGD, lr 1e-2, poly decay, deep
+supervision). All are seeded. The end-of-training validation is left out because the demo predicts
+the same validation cases with ``nnUNetv2_predict`` and evaluates them itself.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from nnunet_scd.nnunet.seeding import SeededTraining
 from nnunet_scd.nnunet.trainers import (
     NoTestTimeMirroring,
     ShortRunRecipe,
-    nnUNetTrainerSCD_Tiny,
-    nnUNetTrainerUNETR_Tiny,
+    nnUNetTrainerSCD,
+    nnUNetTrainerUNETR,
 )
 
 _CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructors
@@ -28,10 +28,10 @@ _CUDA = torch.device("cuda")  # nnU-Net's default device for trainer constructor
 __all__ = [
     "nnUNetTrainer_demo",
     "nnUNetTrainer_demoQuick",
-    "nnUNetTrainerSCD_Tiny_demo",
-    "nnUNetTrainerSCD_Tiny_demoQuick",
-    "nnUNetTrainerUNETR_Tiny_demo",
-    "nnUNetTrainerUNETR_Tiny_demoQuick",
+    "nnUNetTrainerSCD_Ti_demo",
+    "nnUNetTrainerSCD_Ti_demoQuick",
+    "nnUNetTrainerUNETR_Ti_demo",
+    "nnUNetTrainerUNETR_Ti_demoQuick",
 ]
 
 
@@ -75,19 +75,21 @@ class _StockDemoBudget(_NoFinalValidation, NoTestTimeMirroring, SeededTraining, 
         self.save_every = 1
 
 
-class nnUNetTrainerSCD_Tiny_demo(_DemoBudget, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCD_Ti_demo(_DemoBudget, nnUNetTrainerSCD):
+    vit_size = "Ti"
     budget = DEFAULT.budget
 
 
-class nnUNetTrainerUNETR_Tiny_demo(_DemoBudget, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETR_Ti_demo(_DemoBudget, nnUNetTrainerUNETR):
+    vit_size = "Ti"
     budget = DEFAULT.budget
 
 
-class nnUNetTrainerSCD_Tiny_demoQuick(_DemoBudget, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCD_Ti_demoQuick(nnUNetTrainerSCD_Ti_demo):
     budget = QUICK.budget
 
 
-class nnUNetTrainerUNETR_Tiny_demoQuick(_DemoBudget, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETR_Ti_demoQuick(nnUNetTrainerUNETR_Ti_demo):
     budget = QUICK.budget
 
 
