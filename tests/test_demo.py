@@ -41,33 +41,65 @@ def _fake_summary(path: Path, spleen: float, liver: float) -> dict:
     return json.loads(path.read_text())
 
 
-def _measurement(trainer: str, epoch: list[float], volume: float, patch: float, flops: float) -> dict:
+def _measurement(trainer: str, epoch: list[float], volume: float, patch: float, flops: float,
+                 network_steps: float = 4.0) -> dict:
     return {"trainer": trainer, "epoch_seconds": epoch, "seconds_per_volume": volume, "seconds_per_patch": patch,
-            "parameters": 2_000_000, "flops": flops}
+            "parameters": 2_000_000, "flops": flops,
+            "epoch_breakdown": {"network steps": network_steps, "waiting for batches": 0.5, "validation": 0.25,
+                                "end of epoch": 0.5}}
 
 
 def test_table_is_built_from_summary_json_with_ratios_and_chance(tmp_path: Path) -> None:
     summaries = {"SCD": _fake_summary(tmp_path / "a.json", 0.5, 0.9),
-                 "dense UNETR": _fake_summary(tmp_path / "b.json", 0.6, 0.8)}
+                 "dense UNETR": _fake_summary(tmp_path / "b.json", 0.6, 0.8),
+                 "nnU-Net": _fake_summary(tmp_path / "c.json", 0.7, 0.9)}
     measurements = {"SCD": _measurement("S", [9.0, 4.0, 5.0], 1.0, 0.1, 2e9),
-                    "dense UNETR": _measurement("D", [12.0, 6.0, 8.0], 1.5, 0.2, 3e9)}
-    table = build_table(summaries, measurements, LABELS, notes={"setting": "test"})
-    scd, dense = table["models"]
+                    "dense UNETR": _measurement("D", [12.0, 6.0, 8.0], 1.5, 0.2, 3e9),
+                    "nnU-Net": _measurement("N", [20.0, 20.0], 2.0, 0.4, 9e9)}
+    table = build_table([summaries], [measurements], LABELS, notes={"setting": "test"})
+    scd, dense, stock = table["models"]
     assert scd["dice"] == {"spleen": 0.5, "liver": 0.9}
-    assert scd["mean_dice"] == pytest.approx(0.7)
+    assert scd["mean_dice"] == pytest.approx(0.7) and scd["mean_dice_sd"] == 0.0
     assert scd["train_seconds_per_epoch"] == 5.0  # median, so the warm-up epoch does not dominate
     assert dense["gflops_per_patch"] == pytest.approx(3.0)
-    assert table["dense_over_sparse"]["seconds_per_volume"] == pytest.approx(1.5)
-    assert table["dense_over_sparse"]["train_seconds_per_epoch"] == pytest.approx(8.0 / 5.0)
+    assert table["over_sparse"]["dense UNETR"]["seconds_per_volume"] == pytest.approx(1.5)
+    assert table["over_sparse"]["dense UNETR"]["train_seconds_per_epoch"] == pytest.approx(8.0 / 5.0)
+    assert table["over_sparse"]["nnU-Net"]["train_seconds_per_epoch"] == pytest.approx(4.0)
+    assert stock["epoch_breakdown"]["network steps"] == 4.0
     # chance = mean over classes of the class's voxel fraction: (10 + 50) / 1000 / 2
     assert table["chance_dice"] == pytest.approx(0.03)
 
     markdown = table_to_markdown(table)
-    assert "| Dice spleen | 0.500 | 0.600 |" in markdown
-    assert "**0.700**" in markdown and "1.50x" in markdown and "setting: test" in markdown
+    assert "| | SCD | dense UNETR | nnU-Net | dense UNETR / SCD | nnU-Net / SCD |" in markdown
+    assert "| Dice spleen | 0.500 | 0.600 | 0.700 |" in markdown
+    assert "**0.700**" in markdown and "1.50x" in markdown and "4.00x" in markdown and "setting: test" in markdown
+    assert "of which network steps" in markdown and "±" not in markdown
     json_path, md_path = write_table(table, tmp_path / "report")
-    assert json.loads(json_path.read_text())["models"][1]["model"] == "dense UNETR"
+    assert json.loads(json_path.read_text())["models"][2]["model"] == "nnU-Net"
     assert md_path.read_text() == markdown
+
+
+def test_seeds_are_reported_as_mean_and_sd(tmp_path: Path) -> None:
+    runs = [(0.5, 0.9, 5.0, 1.0), (0.3, 0.7, 7.0, 1.2), (0.4, 0.8, 6.0, 1.1)]
+    summaries, measurements = [], []
+    for i, (spleen, liver, epoch, volume) in enumerate(runs):
+        summaries.append({"SCD": _fake_summary(tmp_path / f"s{i}.json", spleen, liver),
+                          "dense UNETR": _fake_summary(tmp_path / f"d{i}.json", spleen, liver)})
+        measurements.append({"SCD": {**_measurement("S", [epoch], volume, 0.1, 2e9), "enrichment": [2.0 + i, 3.0]},
+                             "dense UNETR": _measurement("D", [2 * epoch], 2 * volume, 0.2, 3e9)})
+    table = build_table(summaries, measurements, LABELS)
+    scd = table["models"][0]
+    assert scd["seeds"] == table["seeds"] == 3
+    assert scd["mean_dice"] == pytest.approx(0.6) and scd["mean_dice_sd"] == pytest.approx(0.1)
+    assert scd["mean_dice_per_seed"] == pytest.approx([0.7, 0.5, 0.6])
+    assert scd["dice"]["liver"] == pytest.approx(0.8)
+    assert scd["train_seconds_per_epoch"] == pytest.approx(6.0) and scd["train_seconds_per_epoch_sd"] == 1.0
+    assert scd["token_enrichment"] == pytest.approx([3.0, 3.0])
+    ratios = table["over_sparse"]["dense UNETR"]
+    assert ratios["train_seconds_per_epoch"] == pytest.approx(2.0)
+    assert ratios["seconds_per_volume_per_seed"] == pytest.approx([2.0, 2.0, 2.0])
+    markdown = table_to_markdown(table)
+    assert "**0.600 ± 0.100**" in markdown and "6.0 ± 1.0" in markdown and "3 training seeds: mean ± sd" in markdown
 
 
 def test_epoch_times_are_parsed_from_every_training_log(tmp_path: Path) -> None:
@@ -152,26 +184,45 @@ def test_segmentation_and_throughput_figures_are_written(tmp_path: Path) -> None
     assert _png_shape(plot)[:2] == (380, 900)
 
 
-def test_demo_trainers_keep_the_tiny_networks_and_share_one_budget() -> None:
+def test_demo_trainers_are_twins_next_to_stock_nnunet_with_one_budget() -> None:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
     from nnunet_scd.demo import trainers
     from nnunet_scd.demo.config import DEFAULT, QUICK
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
+    from nnunet_scd.nnunet.seeding import SeededTraining
 
     for config in (DEFAULT, QUICK):
-        scd, dense = (getattr(trainers, config.scd_trainer), getattr(trainers, config.dense_trainer))
-        assert scd.network_kwargs() == nnUNetTrainerSCD_Tiny.network_kwargs()
-        assert dense.network_kwargs() == nnUNetTrainerUNETR_Tiny.network_kwargs()
+        scd, dense, stock = (getattr(trainers, name) for name in config.trainers.values())
+        kwargs = scd.network_kwargs()
+        assert (kwargs["embed_dim"], kwargs["depth"], kwargs["prune_after"]) == (192, 12, (3, 6, 9))
+        assert dense.network_kwargs() == {**kwargs, "keep_ratios": None}
         for cls in (scd, dense):
             assert (cls.recipe.epochs, cls.recipe.iterations_per_epoch) == (config.budget.epochs,
                                                                             config.budget.iterations_per_epoch)
+        assert issubclass(stock, nnUNetTrainer) and issubclass(stock, SeededTraining)
+        assert (stock.recipe.epochs, stock.recipe.iterations_per_epoch, stock.recipe.val_iterations_per_epoch) == (
+            config.budget.epochs, config.budget.iterations_per_epoch, config.budget.val_iterations_per_epoch)
+        assert stock.recipe.lr is None  # stock nnU-Net keeps its own optimiser
     assert DEFAULT.budget.train_iterations > QUICK.budget.train_iterations
+
+
+def test_progress_bars_are_silent_when_output_is_not_a_terminal() -> None:
+    script = ("from nnunet_scd.demo.steps import progress, stage\n"
+              "from pathlib import Path\n"
+              "with stage('count', Path('.')):\n"
+              "    for _ in progress(iterable=range(50), desc='counting'):\n"
+              "        pass\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            check=True)
+    assert "counting" not in result.stderr + result.stdout  # no bar redrawn into a log
+    assert len(result.stdout.splitlines()) == 1 and "Done: count (" in result.stdout
 
 
 def test_demo_help_runs_and_documents_the_options() -> None:
     result = subprocess.run([sys.executable, "-m", "nnunet_scd.cli", "demo", "--help"], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    for text in ("--quick", "--work-dir", "nnUNet_raw", "nnunet_scd_work"):
+    for text in ("--quick", "--seeds", "--work-dir", "nnUNet_raw", "nnunet_scd_work"):
         assert text in result.stdout
 
 
@@ -184,11 +235,11 @@ def test_a_failed_demo_names_the_command_correctly(monkeypatch: pytest.MonkeyPat
     from nnunet_scd.demo import pipeline
     from nnunet_scd.demo.steps import DemoError
 
-    def fail(*_: object) -> None:
+    def fail(*_: object, **__: object) -> None:
         raise DemoError("step x failed")
 
     monkeypatch.setattr(pipeline, "run_demo", fail)
-    assert demo.run(argparse.Namespace(work_dir="unused", quick=True)) == 1
+    assert demo.run(argparse.Namespace(work_dir="unused", quick=True, seeds=1)) == 1
     assert capsys.readouterr().err == "\nnnunet-scd demo failed: step x failed\n"
 
 

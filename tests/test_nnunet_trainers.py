@@ -544,3 +544,13 @@ def test_gradients_are_clipped_only_when_the_recipe_says_so(
     out = trainer.train_step(batch)
     assert torch.isfinite(torch.as_tensor(out["loss"])) and bool(calls) == clips
     assert ("guidance_loss" in out) == (cls.guidance_weight > 0)
+
+
+def test_stock_demo_trainer_is_nnunet_with_only_the_length_changed(nnunet_env: Path, make_trainer) -> None:
+    from nnunet_scd.demo.trainers import nnUNetTrainer_demo
+
+    trainer = make_trainer(nnUNetTrainer_demo, [8, 32, 32], [1.0, 1.0, 1.0])
+    recipe = nnUNetTrainer_demo.recipe
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (
+        recipe.epochs, recipe.iterations_per_epoch, recipe.val_iterations_per_epoch)
+    assert trainer.initial_lr == 1e-2 and trainer.enable_deep_supervision  # nnU-Net's own recipe

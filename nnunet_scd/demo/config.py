@@ -1,7 +1,7 @@
 """The demo's two settings (default and ``--quick``): dataset, trainers and training budget.
 
 Both use the same phantom dataset, so ``--quick`` and the default share generation and
-preprocessing; each budget has its own pair of trainer classes (and so its own results folders).
+preprocessing; each budget has its own trainer classes (and so its own results folders).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ __all__ = ["DEFAULT", "QUICK", "DemoConfig", "TrainingBudget"]
 
 @dataclass(frozen=True)
 class TrainingBudget:
-    """Epochs x iterations for one demo trainer pair (SCD and dense get the same budget)."""
+    """Epochs x iterations for the demo's trainers (SCD, dense UNETR and stock nnU-Net get the same budget)."""
 
     epochs: int
     iterations_per_epoch: int
@@ -31,32 +31,35 @@ class DemoConfig:
     name: str
     scd_trainer: str
     dense_trainer: str
+    stock_trainer: str
     budget: TrainingBudget
     dataset_id: int = 990
     dataset_name: str = "SCDPhantom"
     num_cases: int = 12
     # Small volumes keep a CPU step short: nnU-Net plans a [28, 56, 56] patch for these, which the
-    # Tiny trainers tokenise as 14 x 7 x 7 = 686 tokens of 2 x 8 x 8 voxels.
+    # ViT trainers tokenise as 14 x 7 x 7 = 686 tokens of 2 x 8 x 8 voxels.
     shape_zyx: tuple[int, int, int] = (24, 48, 48)
-    seed: int = 0
+    seed: int = 0  # of the phantoms; training seeds are the demo's --seeds
     configuration: str = "3d_fullres"
     fold: int = 0
 
     @property
     def trainers(self) -> dict[str, str]:
-        """Display name -> trainer class name, sparse first."""
-        return {"SCD": self.scd_trainer, "dense UNETR": self.dense_trainer}
+        """Display name -> trainer class name: sparse, its dense twin, stock nnU-Net."""
+        return {"SCD": self.scd_trainer, "dense UNETR": self.dense_trainer, "nnU-Net": self.stock_trainer}
 
 
 DEFAULT = DemoConfig(
     name="default",
-    scd_trainer="nnUNetTrainerSCD_Tiny_demo",
-    dense_trainer="nnUNetTrainerUNETR_Tiny_demo",
+    scd_trainer="nnUNetTrainerSCD_Ti_demo",
+    dense_trainer="nnUNetTrainerUNETR_Ti_demo",
+    stock_trainer="nnUNetTrainer_demo",
     budget=TrainingBudget(epochs=12, iterations_per_epoch=25, val_iterations_per_epoch=2),
 )
 QUICK = DemoConfig(
     name="quick",
-    scd_trainer="nnUNetTrainerSCD_Tiny_demoQuick",
-    dense_trainer="nnUNetTrainerUNETR_Tiny_demoQuick",
+    scd_trainer="nnUNetTrainerSCD_Ti_demoQuick",
+    dense_trainer="nnUNetTrainerUNETR_Ti_demoQuick",
+    stock_trainer="nnUNetTrainer_demoQuick",
     budget=TrainingBudget(epochs=2, iterations_per_epoch=10, val_iterations_per_epoch=1),
 )

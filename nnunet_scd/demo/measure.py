@@ -28,6 +28,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "epoch_times",
+    "input_shape",
     "load_predictor",
     "time_inference",
 ]
@@ -37,6 +38,12 @@ def _medians(functions: Mapping[str, Callable[[], object]], repeats: int) -> dic
     """Median seconds per call of each function, called in turn ``repeats`` times after one warm-up round."""
     seconds = time_interleaved({name: (None, fn) for name, fn in functions.items()}, repeats, warmup=1)
     return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def input_shape(predictor: Any) -> tuple[int, ...]:
+    """(C, *patch) of one sliding-window tile, from the plans, for any nnU-Net network."""
+    channels = len(predictor.dataset_json.get("channel_names", predictor.dataset_json.get("modality", {})))
+    return (channels, *predictor.configuration_manager.patch_size)
 
 
 def _forward(network: nn.Module, patch: torch.Tensor) -> None:
@@ -54,7 +61,7 @@ def time_inference(predictors: Mapping[str, Any], images: Iterable[Path], repeat
         for name, value in medians.items():
             per_volume[name].append(value)
 
-    patches = {name: torch.randn(1, p.network.input_channels, *p.network.patch_size) for name, p in predictors.items()}
+    patches = {name: torch.randn(1, *input_shape(p)) for name, p in predictors.items()}
     per_patch = _medians({name: partial(_forward, p.network, patches[name]) for name, p in predictors.items()},
                          max(3, 2 * repeats))
     return {name: {"seconds_per_volume": statistics.median(per_volume[name]),

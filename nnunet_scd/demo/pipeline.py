@@ -1,13 +1,16 @@
 """Runs the demo end to end and writes the report folder.
 
 Steps 1-5 (phantoms, plan/preprocess, train, predict, evaluate) are in ``steps``; this module adds
-the measurements, the figures and the table. Every finished step is reused by a rerun; the
-measurements and figures are cheap and redone each time.
+the measurements, the figures and the table. Training, prediction and evaluation run once per
+training seed; the table gives mean ± sd over seeds. Every finished step is reused by a rerun (so
+``--seeds 3`` after a one-seed run trains only seeds 1 and 2); the measurements and figures are
+cheap and redone each time.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import numpy as np
 
 from nnunet_scd.demo import steps
 from nnunet_scd.demo.config import DemoConfig
-from nnunet_scd.demo.steps import Workspace, log, stage
+from nnunet_scd.demo.steps import Workspace, log, progress, stage
 
 __all__ = ["run_demo"]
 
@@ -74,33 +77,44 @@ def token_figure(ws: Workspace, predictor, case: str, path: Path) -> Path:
                               num_labels=len(predictor.dataset_json["labels"]))
 
 
-def segmentation_figure(ws: Workspace, case: str, labels: dict[str, int], path: Path) -> Path:
+def segmentation_figure(ws: Workspace, case: str, labels: dict[str, int], path: Path, seed: int = 0) -> Path:
     from nnunet_scd.demo.plots import plot_segmentations
 
     raw = ws.raw / ws.dataset_folder_name
     image = _read(raw / "imagesTr" / f"{case}_0000.nii.gz")
     truth = _read(raw / "labelsTr" / f"{case}.nii.gz")
-    preds = {name: _read(ws.predictions(trainer) / f"{case}.nii.gz") for name, trainer in ws.config.trainers.items()}
+    preds = {name: _read(ws.predictions(trainer, seed) / f"{case}.nii.gz")
+             for name, trainer in ws.config.trainers.items()}
     z = int(np.argmax((truth > 0).sum(axis=(1, 2))))
     return plot_segmentations(image[z], truth[z], {n: p[z] for n, p in preds.items()}, labels, path,
                               f"Validation case {case}, slice z={z}: nnU-Net's fold-{ws.config.fold} prediction")
 
 
-def measure(ws: Workspace, images: Path, predictors: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Parameters, forward FLOPs per patch, epoch times and inference times for each model."""
-    from nnunet_scd.demo.measure import count_flops, count_parameters, epoch_times, time_inference
+def epoch_breakdown(fold_dir: Path) -> dict[str, float]:
+    """Median seconds per epoch part (network steps, waiting for batches, ...) over a fold's training logs."""
+    from nnunet_scd.nnunet.epoch_timing import parse_epoch_breakdowns
+
+    epochs = [e for f in sorted(fold_dir.glob("training_log_*.txt"))
+              for e in parse_epoch_breakdowns(f.read_text(errors="replace"))]
+    return {part: statistics.median(e[part] for e in epochs) for part in epochs[0]} if epochs else {}
+
+
+def measure(ws: Workspace, images: Path, predictors: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
+    """Parameters, forward FLOPs per patch, epoch times and inference times for each model of one seed."""
+    from nnunet_scd.demo.measure import count_flops, count_parameters, epoch_times, input_shape, time_inference
     from nnunet_scd.nnunet.token_selection import fold_token_selection
 
     timings = time_inference(predictors, sorted(images.glob("*.nii.gz")))
     out: dict[str, dict[str, Any]] = {}
     for name, trainer in ws.config.trainers.items():
-        network = predictors[name].network
-        out[name] = {"trainer": trainer, "epoch_seconds": epoch_times(ws.fold_dir(trainer)),
-                     "parameters": count_parameters(network),
-                     "flops": count_flops(network, (1, network.input_channels, *network.patch_size)),
+        predictor, fold_dir = predictors[name], ws.fold_dir(trainer, seed)
+        out[name] = {"trainer": trainer, "epoch_seconds": epoch_times(fold_dir),
+                     "epoch_breakdown": epoch_breakdown(fold_dir),
+                     "parameters": count_parameters(predictor.network),
+                     "flops": count_flops(predictor.network, (1, *input_shape(predictor))),
                      **timings[name]}
-        if network.is_sparse:
-            selection = fold_token_selection(ws.fold_dir(trainer).parent, ws.config.fold)
+        if getattr(predictor.network, "is_sparse", False):
+            selection = fold_token_selection(fold_dir.parent, ws.config.fold)
             out[name]["enrichment"] = list(selection.enrichment)
     return out
 
@@ -112,10 +126,9 @@ def _load() -> str:
         return "unknown"
 
 
-def run_demo(work_dir: Path, config: DemoConfig) -> dict[str, Any]:
-    """Run every step for ``config`` in ``work_dir``; returns the results table (also written to the report)."""
-    from tqdm import tqdm
-
+def run_demo(work_dir: Path, config: DemoConfig, seeds: int = 1) -> dict[str, Any]:
+    """Run every step for ``config`` and training seeds 0..``seeds``-1 in ``work_dir``; returns the results table
+    (also written to the report)."""
     from nnunet_scd.demo.measure import load_predictor
     from nnunet_scd.demo.plots import plot_dice_vs_throughput
     from nnunet_scd.demo.report import build_table, table_to_markdown, write_table
@@ -124,47 +137,61 @@ def run_demo(work_dir: Path, config: DemoConfig) -> dict[str, Any]:
     ws = Workspace(work_dir.resolve(), config)
     os.environ.update(ws.environment())  # before nnunetv2 is imported here: it reads them at import
     load_at_start = _load()
-    log(f"nnunet-scd demo ({config.name}): work folder {ws.root}; system load {load_at_start}")
+    log(f"nnunet-scd demo ({config.name}, {seeds} seed{'s' if seeds > 1 else ''}): work folder {ws.root}; "
+        f"system load {load_at_start}")
 
     with stage("generate phantoms", ws.logs):
         steps.make_dataset(ws)
     with stage("plan and preprocess", ws.logs):
         steps.plan_and_preprocess(ws)
-    for name, trainer in config.trainers.items():
-        with stage(f"train {name}", ws.logs):
-            steps.train(ws, name, trainer)
+    for seed in range(seeds):
+        for name, trainer in config.trainers.items():
+            with stage(f"train {name}, seed {seed}", ws.logs):
+                steps.train(ws, name, trainer, seed)
     with stage("copy validation cases", ws.logs):
         images, labels_dir = steps.stage_validation_cases(ws)
-    summaries = {}
-    for name, trainer in config.trainers.items():
-        with stage(f"predict {name}", ws.logs):
-            steps.predict(ws, name, trainer, images)
-        with stage(f"evaluate {name}", ws.logs):
-            summaries[name] = steps.evaluate(ws, name, trainer, labels_dir)
-
-    log("Measuring parameters, FLOPs and inference time (in-process nnUNetPredictor, SCD and dense interleaved)")
-    with stage("measure", ws.logs):
-        predictors = {name: load_predictor(ws.fold_dir(trainer).parent, config.fold)
-                      for name, trainer in tqdm(config.trainers.items(), desc="load models", leave=False)}
-        measurements = measure(ws, images, predictors)
-    labels = {k: int(v) for k, v in predictors["SCD"].dataset_json["labels"].items()}
+    summaries: list[dict[str, Any]] = []
+    measurements: list[dict[str, dict[str, Any]]] = []
+    for seed in range(seeds):
+        summaries.append({})
+        for name, trainer in config.trainers.items():
+            with stage(f"predict {name}, seed {seed}", ws.logs):
+                steps.predict(ws, name, trainer, images, seed)
+            with stage(f"evaluate {name}, seed {seed}", ws.logs):
+                summaries[seed][name] = steps.evaluate(ws, name, trainer, labels_dir, seed)
+        log(f"Measuring parameters, FLOPs and inference time of seed {seed} (in-process nnUNetPredictor, "
+            "models interleaved)")
+        with stage(f"measure seed {seed}", ws.logs):
+            predictors = {name: load_predictor(ws.fold_dir(trainer, seed).parent, config.fold)
+                          for name, trainer in progress(iterable=config.trainers.items(), desc="load models",
+                                                        leave=False)}
+            measurements.append(measure(ws, images, predictors, seed))
+            if seed == 0:
+                figure_predictor = predictors["SCD"]
+    labels = {k: int(v) for k, v in figure_predictor.dataset_json["labels"].items()}
 
     report = ws.report
     case = steps.validation_keys(ws)[0]
     log(f"Drawing figures into {report}")
     with stage("figures", ws.logs):
-        overlay = token_figure(ws, predictors["SCD"], case, report / "kept_tokens.png")
+        overlay = token_figure(ws, figure_predictor, case, report / "kept_tokens.png")
         seg_png = segmentation_figure(ws, case, labels, report / "segmentation.png")
 
     b = config.budget
     table = build_table(summaries, measurements, labels, notes={
         "setting": f"{config.name}: {b.epochs} epochs x {b.iterations_per_epoch} iterations (batch 2), fold "
-                   f"{config.fold} of {config.num_cases} phantom cases, {len(summaries['SCD']['metric_per_case'])} "
-                   "validation cases, CPU",
+                   f"{config.fold} of {config.num_cases} phantom cases, "
+                   f"{len(summaries[0]['SCD']['metric_per_case'])} validation cases, CPU, training seeds "
+                   f"0-{seeds - 1}",
+        "command": f"nnunet-scd demo{' --quick' if config.name == 'quick' else ''}"
+                   f"{f' --seeds {seeds}' if seeds > 1 else ''}",
         "Dice": "nnU-Net's evaluator on nnUNetv2_predict output (no test-time mirroring)",
-        "train s / epoch": "median of nnU-Net's 'Epoch time' log lines (train + pseudo-validation iterations)",
+        "train s / epoch": "median of nnU-Net's 'Epoch time' log lines (train + pseudo-validation iterations); "
+                           "the rows below it split the epoch (medians of the trainers' 'Epoch breakdown' lines; "
+                           "end of epoch = logging, checkpoints and plots, outside nnU-Net's epoch time)",
         "inference": "nnUNetPredictor.predict_single_npy_array in one process (preprocessing, sliding window, "
-                     "export resampling), median over cases; network s / patch is one forward pass",
+                     "export resampling), median over cases; network s / patch is one forward pass of one "
+                     "sliding-window tile",
         "system load (1/5/15 min)": f"{load_at_start} at start, {_load()} at the end; timings are noisy when shared",
     })
     table["figures"] = {"dice_vs_throughput": str(report / "dice_vs_throughput.png"),

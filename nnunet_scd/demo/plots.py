@@ -162,7 +162,8 @@ def plot_dice_vs_throughput(models: Sequence[Mapping], path: Path, chance: float
         ax.set_ylim(0, 1)
         ax.set_xlim(0, 1.35 * right if right > 0 else 1)  # from zero, so small differences look small
         ax.grid(alpha=0.3)
-    fig.suptitle("SCD vs dense UNETR: accuracy against speed (up and right is better)", fontsize=10)
+    fig.suptitle(" vs ".join(m["model"] for m in models) + ": accuracy against speed (up and right is better)",
+                 fontsize=10)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.28)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)

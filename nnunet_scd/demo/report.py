@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,45 +39,77 @@ def chance_dice(summary: Mapping, labels: Mapping[str, int]) -> float:
     return statistics.fmean(fractions)
 
 
-def build_table(summaries: Mapping[str, Mapping], measurements: Mapping[str, Mapping[str, Any]],
-                labels: Mapping[str, int], notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One JSON-able table: per model Dice (per class and mean), speed, size; plus dense/SCD ratios.
+def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation over seeds (sd 0 for one seed; None when nothing was measured)."""
+    present = [v for v in values if v is not None and v == v]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
 
-    ``summaries`` and ``measurements`` are keyed by model display name; the first is the sparse model,
-    the second the dense one. ``measurements`` holds ``trainer``, ``epoch_seconds`` (list),
+
+def _model_row(name: str, summaries: Sequence[Mapping], measurements: Sequence[Mapping[str, Any]],
+               labels: Mapping[str, int]) -> dict[str, Any]:
+    """One model's column, aggregated over seeds (one summary and one measurement per seed)."""
+    per_class = [class_dice(s, labels) for s in summaries]
+    mean_dice = [float(s["foreground_mean"]["Dice"]) for s in summaries]
+    epoch_medians = [statistics.median(m["epoch_seconds"]) if m["epoch_seconds"] else None for m in measurements]
+    breakdown_parts = list(dict.fromkeys(part for m in measurements for part in m.get("epoch_breakdown") or {}))
+    first = measurements[0]
+    row: dict[str, Any] = {
+        "model": name,
+        "trainer": first["trainer"],
+        "seeds": len(summaries),
+        "dice": {organ: _mean_sd([d[organ] for d in per_class])[0] for organ in per_class[0]},
+        "mean_dice_per_seed": mean_dice,
+        "epochs_logged": [len(m["epoch_seconds"]) for m in measurements],
+        "train_seconds_per_epoch_per_seed": epoch_medians,
+        "seconds_per_volume_per_seed": [m["seconds_per_volume"] for m in measurements],
+        "epoch_breakdown": {part: _mean_sd([(m.get("epoch_breakdown") or {}).get(part) for m in measurements])[0]
+                            for part in breakdown_parts},
+        "parameters": first["parameters"],
+        "gflops_per_patch": first["flops"] / 1e9,
+    }
+    row["mean_dice"], row["mean_dice_sd"] = _mean_sd(mean_dice)
+    row["train_seconds_per_epoch"], row["train_seconds_per_epoch_sd"] = _mean_sd(epoch_medians)
+    row["seconds_per_volume"], row["seconds_per_volume_sd"] = _mean_sd(row["seconds_per_volume_per_seed"])
+    row["seconds_per_patch"], row["seconds_per_patch_sd"] = _mean_sd([m["seconds_per_patch"] for m in measurements])
+    row["volumes_per_second"] = 1.0 / row["seconds_per_volume"]
+    row["patches_per_second"] = 1.0 / row["seconds_per_patch"]
+    enrichments = [m.get("enrichment") for m in measurements]
+    row["token_enrichment"] = ([_mean_sd(stage)[0] for stage in zip(*enrichments, strict=True)]
+                               if all(enrichments) else None)
+    return row
+
+
+_SPEED_KEYS = ("train_seconds_per_epoch", "seconds_per_volume", "seconds_per_patch", "gflops_per_patch")
+
+
+def build_table(summaries: Sequence[Mapping[str, Mapping]], measurements: Sequence[Mapping[str, Mapping[str, Any]]],
+                labels: Mapping[str, int], notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One JSON-able table: per model Dice (per class and mean), speed, size, as mean and sd over seeds.
+
+    ``summaries`` and ``measurements`` hold one mapping per training seed, keyed by model display name:
+    first the sparse model, then its dense twin, then any others (stock nnU-Net). A measurement holds
+    ``trainer``, ``epoch_seconds`` (list), ``epoch_breakdown`` ({part: median seconds}),
     ``seconds_per_volume``, ``seconds_per_patch``, ``parameters``, ``flops`` and, for a sparse model,
     ``enrichment``: the kept tokens' foreground enrichment per pruning stage on the validation cases.
+    The ratios compare every other model with the sparse one (other / sparse: above 1, SCD is faster).
     """
-    models = []
-    for name, summary in summaries.items():
-        m = measurements[name]
-        epochs = list(m["epoch_seconds"])
-        models.append({
-            "model": name,
-            "trainer": m["trainer"],
-            "dice": class_dice(summary, labels),
-            "mean_dice": float(summary["foreground_mean"]["Dice"]),
-            "train_seconds_per_epoch": statistics.median(epochs) if epochs else None,
-            "epochs_logged": len(epochs),
-            "seconds_per_volume": m["seconds_per_volume"],
-            "volumes_per_second": 1.0 / m["seconds_per_volume"],
-            "seconds_per_patch": m["seconds_per_patch"],
-            "patches_per_second": 1.0 / m["seconds_per_patch"],
-            "parameters": m["parameters"],
-            "gflops_per_patch": m["flops"] / 1e9,
-            "token_enrichment": m.get("enrichment"),
-        })
-    table: dict[str, Any] = {"models": models, "chance_dice": chance_dice(next(iter(summaries.values())), labels)}
-    if len(models) == 2:
-        sparse, dense = models
-
-        def ratio(key: str) -> float | None:
-            a, b = dense[key], sparse[key]
-            return a / b if a and b else None
-        table["dense_over_sparse"] = {"train_seconds_per_epoch": ratio("train_seconds_per_epoch"),
-                                      "seconds_per_volume": ratio("seconds_per_volume"),
-                                      "seconds_per_patch": ratio("seconds_per_patch"),
-                                      "gflops_per_patch": ratio("gflops_per_patch")}
+    names = list(summaries[0])
+    models = [_model_row(name, [s[name] for s in summaries], [m[name] for m in measurements], labels)
+              for name in names]
+    table: dict[str, Any] = {"models": models, "seeds": len(summaries),
+                             "chance_dice": chance_dice(summaries[0][names[0]], labels)}
+    sparse = models[0]
+    table["over_sparse"] = {}
+    for other in models[1:]:
+        ratios: dict[str, Any] = {}
+        for key in _SPEED_KEYS:
+            ratios[key] = other[key] / sparse[key] if other[key] and sparse[key] else None
+        for key in ("train_seconds_per_epoch", "seconds_per_volume"):
+            ratios[f"{key}_per_seed"] = [a / b if a and b else None for a, b in
+                                         zip(other[f"{key}_per_seed"], sparse[f"{key}_per_seed"], strict=True)]
+        table["over_sparse"][other["model"]] = ratios
     table["notes"] = dict(notes or {})
     return table
 
@@ -88,24 +120,36 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def _fmt_sd(model: Mapping[str, Any], key: str, spec: str) -> str:
+    """``mean ± sd`` over seeds, or the plain value for one seed."""
+    if model.get("seeds", 1) > 1 and model.get(f"{key}_sd") is not None:
+        return f"{_fmt(model[key], spec)} ± {_fmt(model[f'{key}_sd'], spec)}"
+    return _fmt(model[key], spec)
+
+
 def table_to_markdown(table: Mapping[str, Any]) -> str:
-    """Rows are metrics, columns the models (plus dense/SCD where speed is compared)."""
+    """Rows are metrics, columns the models, then each other model's speed relative to SCD."""
     models = table["models"]
-    ratios = table.get("dense_over_sparse", {})
-    header = "| | " + " | ".join(m["model"] for m in models) + (" | dense / SCD |" if ratios else " |")
-    lines = [header, "|---" * (len(models) + 1 + bool(ratios)) + "|"]
+    ratios = table.get("over_sparse", {})
+    sparse = models[0]["model"]
+    header = "| | " + " | ".join(m["model"] for m in models) + "".join(f" | {o} / {sparse}" for o in ratios) + " |"
+    lines = [header, "|---" * (len(models) + 1 + len(ratios)) + "|"]
 
     def row(title: str, values: list[str], ratio_key: str | None = None) -> None:
-        extra = [(_fmt(ratios.get(ratio_key), ".2f") + "x") if ratio_key and ratios.get(ratio_key) else ""]
-        lines.append("| " + " | ".join([title, *values, *(extra if ratios else [])]) + " |")
+        extra = [(_fmt(r.get(ratio_key), ".2f") + "x") if ratio_key and r.get(ratio_key) else "" for r in
+                 ratios.values()]
+        lines.append("| " + " | ".join([title, *values, *extra]) + " |")
 
     for organ in models[0]["dice"]:
-        row(f"Dice {organ}", [_fmt(m["dice"][organ], ".3f") for m in models])
-    row("**mean Dice**", [f"**{_fmt(m['mean_dice'], '.3f')}**" for m in models])
-    row("train s / epoch (median)", [_fmt(m["train_seconds_per_epoch"], ".1f") for m in models],
+        row(f"Dice {organ}", [_fmt(m["dice"].get(organ), ".3f") for m in models])
+    row("**mean Dice**", [f"**{_fmt_sd(m, 'mean_dice', '.3f')}**" for m in models])
+    row("train s / epoch (median)", [_fmt_sd(m, "train_seconds_per_epoch", ".1f") for m in models],
         "train_seconds_per_epoch")
-    row("inference s / volume", [_fmt(m["seconds_per_volume"], ".2f") for m in models], "seconds_per_volume")
-    row("network s / patch", [_fmt(m["seconds_per_patch"], ".3f") for m in models], "seconds_per_patch")
+    for part in models[0].get("epoch_breakdown") or {}:
+        row(f"&nbsp;&nbsp;of which {part} (s)", [_fmt((m.get("epoch_breakdown") or {}).get(part), ".2f")
+                                               for m in models])
+    row("inference s / volume", [_fmt_sd(m, "seconds_per_volume", ".3f") for m in models], "seconds_per_volume")
+    row("network s / patch", [_fmt_sd(m, "seconds_per_patch", ".3f") for m in models], "seconds_per_patch")
     row("parameters (M)", [_fmt(m["parameters"] / 1e6, ".2f") for m in models])
     row("GFLOPs / patch (forward)", [_fmt(m["gflops_per_patch"], ".2f") for m in models], "gflops_per_patch")
     if any(m.get("token_enrichment") for m in models):
@@ -113,6 +157,8 @@ def table_to_markdown(table: Mapping[str, Any]) -> str:
             [" / ".join(_fmt(e, ".2f") for e in m["token_enrichment"]) if m.get("token_enrichment") else "all kept"
              for m in models])
     lines.append("")
+    seeds = table.get("seeds", 1)
+    lines.append(f"{seeds} training seed{'s' if seeds > 1 else ''}" + (": mean ± sd over seeds." if seeds > 1 else "."))
     lines.append(f"Chance level (random labels at the true class frequencies): mean Dice {table['chance_dice']:.3f}.")
     for key, value in table.get("notes", {}).items():
         lines.append(f"- {key}: {value}")

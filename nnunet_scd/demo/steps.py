@@ -2,7 +2,8 @@
 
 nnU-Net runs as subprocesses of its own console scripts (from this interpreter's environment), with
 nnUNet_raw/preprocessed/results pointing into the demo's work folder. Their output goes to a log
-file per step; the terminal gets a progress bar and a short summary.
+file per step; a terminal gets a progress bar and a short summary, a log file (stdout not a
+terminal) one line per finished step. Each training seed has its own nnUNet_results folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +25,10 @@ from pathlib import Path
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
 from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
+from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE
 from nnunet_scd.nnunet.training_log import EPOCH_TIME
 
-__all__ = ["DemoError", "Workspace", "log", "nnunet_script", "run_logged", "stage"]
+__all__ = ["DemoError", "Workspace", "log", "nnunet_script", "progress", "run_logged", "stage"]
 
 
 class DemoError(RuntimeError):
@@ -35,6 +38,14 @@ class DemoError(RuntimeError):
 def log(message: str) -> None:
     """Print a timestamped line, as nnU-Net's own logs do."""
     print(f"{datetime.now()}: {message}", flush=True)
+
+
+def progress(**kwargs):
+    """A tqdm bar on a terminal; nothing when output goes to a file or a CI log, where redrawn bars
+    would print hundreds of partial lines (``stage`` logs one line per finished step instead)."""
+    from tqdm import tqdm
+
+    return tqdm(disable=None, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,9 @@ class Workspace:
     def preprocessed(self) -> Path:
         return self.root / "nnUNet_preprocessed"
 
-    @property
-    def results(self) -> Path:
-        return self.root / "nnUNet_results"
+    def results(self, seed: int) -> Path:
+        """nnUNet_results of one training seed: nnU-Net names result folders by trainer, plans and fold only."""
+        return self.root / "nnUNet_results" / f"seed_{seed}"
 
     @property
     def logs(self) -> Path:
@@ -73,30 +84,34 @@ class Workspace:
     def dataset_folder_name(self) -> str:
         return f"Dataset{self.config.dataset_id:03d}_{self.config.dataset_name}"
 
-    def fold_dir(self, trainer: str) -> Path:
+    def fold_dir(self, trainer: str, seed: int) -> Path:
         c = self.config
-        return self.results / self.dataset_folder_name / f"{trainer}__nnUNetPlans__{c.configuration}" / f"fold_{c.fold}"
+        return (self.results(seed) / self.dataset_folder_name / f"{trainer}__nnUNetPlans__{c.configuration}"
+                / f"fold_{c.fold}")
 
-    def predictions(self, trainer: str) -> Path:
-        return self.run_dir / "predictions" / trainer
+    def predictions(self, trainer: str, seed: int) -> Path:
+        return self.run_dir / "predictions" / f"seed_{seed}" / trainer
 
-    def environment(self) -> dict[str, str]:
-        """Variables for nnU-Net (subprocesses and this process): our folders, our trainers, CPU settings."""
+    def environment(self, seed: int = 0) -> dict[str, str]:
+        """Variables for nnU-Net (subprocesses and this process): our folders, our trainers, the training seed,
+        CPU settings."""
         ext = [str(trainer_shim_dir())]
         ext += [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p and p not in ext]
         return {
             "nnUNet_raw": str(self.raw),
             "nnUNet_preprocessed": str(self.preprocessed),
-            "nnUNet_results": str(self.results),
+            "nnUNet_results": str(self.results(seed)),
             "nnUNet_extTrainer": os.pathsep.join(ext),
             "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1"),
             "nnUNet_compile": "f",
+            SEED_ENVIRONMENT_VARIABLE: str(seed),
         }
 
 
 @contextmanager
 def stage(name: str, logs: Path) -> Iterator[None]:
-    """Turn an unexpected error inside a demo step into a DemoError that names the step."""
+    """Log one line when the step finishes; turn an unexpected error inside it into a DemoError naming it."""
+    start = time.perf_counter()
     try:
         yield
     except (DemoError, KeyboardInterrupt):
@@ -104,6 +119,7 @@ def stage(name: str, logs: Path) -> Iterator[None]:
     except Exception as error:
         raise DemoError(f"Step '{name}' failed: {type(error).__name__}: {error}\nLogs of the nnU-Net steps: "
                         f"{logs}") from error
+    log(f"Done: {name} ({time.perf_counter() - start:.0f} s)")
 
 
 def nnunet_script(name: str) -> str:
@@ -160,7 +176,7 @@ def make_dataset(ws: Workspace) -> Path:
 
     c = ws.config
     folder = write_phantom_dataset(ws.raw, c.dataset_id, num_cases=c.num_cases, shape=c.shape_zyx, seed=c.seed,
-                                   name=c.dataset_name, progress=True)
+                                   name=c.dataset_name, progress=sys.stderr.isatty())
     stats = summarize(folder)
     log(f"Phantoms ready: {folder} ({stats['cases']} cases, foreground {100 * stats['foreground_mean']:.1f}% "
         "of the volume on average)")
@@ -169,8 +185,6 @@ def make_dataset(ws: Workspace) -> Path:
 
 def plan_and_preprocess(ws: Workspace) -> None:
     """Step 2: ``nnUNetv2_plan_and_preprocess``; skipped when a previous run finished it."""
-    from tqdm import tqdm
-
     c = ws.config
     done = ws.preprocessed / ws.dataset_folder_name / ".nnunet_scd_demo_done"
     if done.is_file():
@@ -180,7 +194,7 @@ def plan_and_preprocess(ws: Workspace) -> None:
                "--verify_dataset_integrity", "-np", "2", "-npfp", "2"]
     log_file = ws.logs / "plan_and_preprocess.log"
     log(f"Plan and preprocess: {' '.join(command[1:])} (log: {log_file})")
-    with tqdm(desc="nnUNetv2_plan_and_preprocess", unit=" lines", leave=False) as bar:
+    with progress(desc="nnUNetv2_plan_and_preprocess", unit=" lines", leave=False) as bar:
         def show(line: str) -> None:
             bar.set_postfix_str(line.strip()[:60])
             bar.update()
@@ -203,22 +217,20 @@ _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 _DICE = re.compile(r"Pseudo dice \[(.*)\]")
 
 
-def train(ws: Workspace, label: str, trainer: str) -> None:
+def train(ws: Workspace, label: str, trainer: str, seed: int) -> None:
     """Step 3: ``nnUNetv2_train`` on the fold; a finished fold is skipped, an interrupted one continued."""
-    from tqdm import tqdm
-
     c = ws.config
-    fold_dir = ws.fold_dir(trainer)
+    fold_dir = ws.fold_dir(trainer, seed)
     if (fold_dir / "checkpoint_final.pth").is_file():
-        log(f"Training {label} ({trainer}): already finished ({fold_dir})")
+        log(f"Training {label} ({trainer}, seed {seed}): already finished ({fold_dir})")
         return
     resume = any((fold_dir / f"checkpoint_{n}.pth").is_file() for n in ("latest", "best"))
     command = [nnunet_script("nnUNetv2_train"), str(c.dataset_id), c.configuration, str(c.fold), "-tr", trainer,
                "-device", "cpu"] + (["--c"] if resume else [])
-    log_file = ws.logs / f"train_{trainer}.log"
-    log(f"Training {label}: {' '.join(command[1:])}{' (continuing)' if resume else ''}; "
+    log_file = ws.logs / f"train_{trainer}_seed_{seed}.log"
+    log(f"Training {label}, seed {seed}: {' '.join(command[1:])}{' (continuing)' if resume else ''}; "
         f"{c.budget.epochs} epochs x {c.budget.iterations_per_epoch} iterations (log: {log_file})")
-    with tqdm(total=c.budget.epochs, desc=f"train {label}", unit="epoch") as bar:
+    with progress(total=c.budget.epochs, desc=f"train {label}", unit="epoch") as bar:
         state: dict[str, str] = {}
 
         def show(line: str) -> None:
@@ -234,7 +246,7 @@ def train(ws: Workspace, label: str, trainer: str) -> None:
             else:
                 return
             bar.set_postfix(state, refresh=True)
-        run_logged(f"train {label}", command, log_file, ws.environment(), show)
+        run_logged(f"train {label}", command, log_file, ws.environment(seed), show)
         bar.update(bar.total - bar.n)
     if not (fold_dir / "checkpoint_final.pth").is_file():
         raise DemoError(f"Training {label} ended without {fold_dir / 'checkpoint_final.pth'}. Log: {log_file}")
@@ -256,12 +268,10 @@ def stage_validation_cases(ws: Workspace) -> tuple[Path, Path]:
     return images, labels
 
 
-def predict(ws: Workspace, label: str, trainer: str, images: Path) -> Path:
+def predict(ws: Workspace, label: str, trainer: str, images: Path, seed: int) -> Path:
     """Step 4: ``nnUNetv2_predict`` on the validation images (no mirroring, to keep CPU time short)."""
-    from tqdm import tqdm
-
     c = ws.config
-    out = ws.predictions(trainer)
+    out = ws.predictions(trainer, seed)
     done = out / ".nnunet_scd_demo_done"
     if done.is_file():
         log(f"Prediction {label}: already done ({out})")
@@ -270,26 +280,27 @@ def predict(ws: Workspace, label: str, trainer: str, images: Path) -> Path:
     command = [nnunet_script("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", str(c.dataset_id),
                "-c", c.configuration, "-tr", trainer, "-f", str(c.fold), "-device", "cpu", "--disable_tta",
                "-npp", "1", "-nps", "1"]
-    log_file = ws.logs / f"predict_{trainer}.log"
+    log_file = ws.logs / f"predict_{trainer}_seed_{seed}.log"
     cases = len(list(images.glob("*.nii.gz")))
     log(f"Predicting {cases} validation cases with {label}: nnUNetv2_predict ... -tr {trainer} (log: {log_file})")
-    with tqdm(total=cases, desc=f"predict {label}", unit="case") as bar:
+    with progress(total=cases, desc=f"predict {label}", unit="case") as bar:
         def show(line: str) -> None:
             if line.startswith("Predicting ") and bar.n < bar.total:
                 bar.update()
-        run_logged(f"predict {label}", command, log_file, ws.environment(), show)
+        run_logged(f"predict {label}", command, log_file, ws.environment(seed), show)
     done.write_text(f"{datetime.now()}\n")
     return out
 
 
-def evaluate(ws: Workspace, label: str, trainer: str, labels: Path) -> dict:
+def evaluate(ws: Workspace, label: str, trainer: str, labels: Path, seed: int) -> dict:
     """Step 5: nnU-Net's evaluator (``compute_metrics_on_folder2``) -> summary.json in the prediction folder."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
 
-    pred = ws.predictions(trainer)
+    pred = ws.predictions(trainer, seed)
     summary_file = pred / "summary.json"
     compute_metrics_on_folder2(str(labels), str(pred), str(pred / "dataset.json"), str(pred / "plans.json"),
                                str(summary_file), num_processes=1, chill=False)
     summary = json.loads(summary_file.read_text())
-    log(f"Evaluated {label}: mean foreground Dice {summary['foreground_mean']['Dice']:.3f} ({summary_file})")
+    log(f"Evaluated {label}, seed {seed}: mean foreground Dice {summary['foreground_mean']['Dice']:.3f} "
+        f"({summary_file})")
     return summary

@@ -1,7 +1,8 @@
-"""Demo trainer variants: the Tiny SCD trainer, its dense twin and stock nnU-Net, with the demo's short budgets.
+"""Demo trainer variants: SCD with the Ti ViT, its dense twin and stock nnU-Net, with the demo's short budgets.
 
-The networks are exactly those of ``nnUNetTrainerSCD_Tiny``, ``nnUNetTrainerUNETR_Tiny`` and
-``nnUNetTrainer``. The ViTs get the demo's budget with the CPU recipe of ``RECIPES["cpuShort"]`` (lr
+The ViTs are ``nnUNetTrainerSCD`` and ``nnUNetTrainerUNETR`` with the ``Ti`` size (192 wide, 12
+blocks, pruning after 3/6/9); stock nnU-Net is ``nnUNetTrainer`` unchanged. The ViTs get the demo's
+budget with the CPU recipe of ``RECIPES["cpuShort"]`` (lr
 1e-3 after a warm-up, a checkpoint every epoch, no mirroring); stock nnU-Net gets the same budget
 and mirroring with its own optimiser (SGD, lr 1e-2, poly decay, deep supervision). All are seeded.
 The end-of-training validation is left out because the demo predicts the same validation cases
@@ -18,7 +19,7 @@ from nnunet_scd.demo.config import DEFAULT, QUICK, TrainingBudget
 from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown
 from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
-from nnunet_scd.nnunet.trainers import defined_trainers, nnUNetTrainerSCD_Tiny, nnUNetTrainerUNETR_Tiny
+from nnunet_scd.nnunet.trainers import defined_trainers, nnUNetTrainerSCD, nnUNetTrainerUNETR
 
 
 def _demo_recipe(budget: TrainingBudget, base: Recipe) -> Recipe:
@@ -43,19 +44,21 @@ class _NoFinalValidation:
 
 
 # A checkpoint every epoch is what lets an interrupted demo resume (``--c``) from the last finished epoch.
-class nnUNetTrainerSCD_Tiny_demo(_NoFinalValidation, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCD_Ti_demo(_NoFinalValidation, nnUNetTrainerSCD):
+    vit_size = "Ti"
     recipe = _demo_recipe(DEFAULT.budget, _VIT)
 
 
-class nnUNetTrainerUNETR_Tiny_demo(_NoFinalValidation, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETR_Ti_demo(_NoFinalValidation, nnUNetTrainerUNETR):
+    vit_size = "Ti"
     recipe = _demo_recipe(DEFAULT.budget, _VIT)
 
 
-class nnUNetTrainerSCD_Tiny_demoQuick(_NoFinalValidation, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCD_Ti_demoQuick(nnUNetTrainerSCD_Ti_demo):
     recipe = _demo_recipe(QUICK.budget, _VIT)
 
 
-class nnUNetTrainerUNETR_Tiny_demoQuick(_NoFinalValidation, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETR_Ti_demoQuick(nnUNetTrainerUNETR_Ti_demo):
     recipe = _demo_recipe(QUICK.budget, _VIT)
 
 
