@@ -32,13 +32,17 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from nnunet_scd.atomic import write_text_atomic
-from nnunet_scd.nnunet.token_budget import PRESETS, memory_batch_size, plan_token_geometry, token_budget
+from nnunet_scd.nnunet.token_budget import (
+    PRESETS,
+    SCD_PLANS,
+    memory_batch_size,
+    plan_token_geometry,
+    token_budget,
+)
 from nnunet_scd.nnunet.token_config import PLANS_KEY, TokenConfig
 from nnunet_scd.nnunet.trainers import VIT_SIZES
 
 __all__ = ["SCD_PLANS", "PlanResult", "nnUNetPlannerSCD", "plan_dataset"]
-
-SCD_PLANS = "nnUNetPlans_SCD"
 
 
 class nnUNetPlannerSCD(ExperimentPlanner):
@@ -170,5 +174,7 @@ def plan_dataset(
                 ) from None
         planner = nnUNetPlannerSCD(dataset_name, gpu_memory_target_in_gb=gpu_memory_gb, plans_name=plans_name,
                                    vit_size=vit_size, token_base=token_base, preset=preset)
-        plans = planner.plan_experiment()
-    return PlanResult(dataset_name, plans, Path(nnUNet_preprocessed) / dataset_name / f"{plans_name}.json", extracted)
+        planner.plan_experiment()
+    plans_file = Path(nnUNet_preprocessed) / dataset_name / f"{plans_name}.json"
+    # What was written is what nnU-Net will read: JSON types, and any configuration kept from an earlier file.
+    return PlanResult(dataset_name, json.loads(plans_file.read_text()), plans_file, extracted)

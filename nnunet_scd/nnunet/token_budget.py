@@ -31,6 +31,7 @@ __all__ = [
     "MIN_BATCH_SIZE",
     "PRESETS",
     "PlanPreset",
+    "SCD_PLANS",
     "TokenBudget",
     "memory_batch_size",
     "plan_token_geometry",
@@ -41,6 +42,7 @@ __all__ = [
 # nnU-Net's CNN plan), weights, optimizer state and the allocator's slack.
 ENCODER_MEMORY_SHARE = 0.5
 MIN_BATCH_SIZE = 2  # nnU-Net's UNet_min_batch_size
+SCD_PLANS = "nnUNetPlans_SCD"  # the plans identifier the SCD planner writes by default
 _GIB = 2**30
 
 
