@@ -173,6 +173,8 @@ def test_paper_btcv_preset_plans_96_cubed_at_the_papers_spacing(nnunet_dirs: Pat
     assert fullres["spacing"] == [2.0, 1.5, 1.5]
     assert fullres["patch_size"] == [96, 96, 96] and fullres["scd_tokens"]["token_size"] == [8, 8, 8]
     assert fullres["scd_tokens"]["preset"] == "paper-btcv"
+    assert all(c["scd_tokens"]["preset"] is None for n, c in plans["configurations"].items()
+               if n in ("2d", "3d_lowres"))  # planned by the budget, not pinned
     assert math.prod(p // t for p, t in zip(fullres["patch_size"], fullres["scd_tokens"]["token_size"])) == 1728
 
 

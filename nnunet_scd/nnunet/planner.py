@@ -97,7 +97,8 @@ class nnUNetPlannerSCD(ExperimentPlanner):
         plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
         cnn_patch = tuple(int(p) for p in plan["patch_size"])
-        if self.preset is not None and data_identifier == self.generate_data_identifier("3d_fullres"):
+        pinned = self.preset is not None and data_identifier == self.generate_data_identifier("3d_fullres")
+        if pinned:
             tokens = TokenConfig(tuple(self.preset.token_size), tuple(self.preset.patch_size), cnn_patch)
             self.preset.token_config()  # refuses a preset whose patch is not a token multiple
         else:
@@ -111,7 +112,7 @@ class nnUNetPlannerSCD(ExperimentPlanner):
             "vit_size": self.vit_size,
             "token_budget": self.budget.max_tokens,
             "budget_bound": self.budget.bound,
-            "preset": None if self.preset is None or len(tokens.patch_size) != 3 else self.preset.name,
+            "preset": self.preset.name if pinned else None,
         }
         return plan
 
