@@ -16,6 +16,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES = (
     "nnunet_scd.commands.demo",
     "nnunet_scd.commands.synth",
+    "nnunet_scd.commands.plan",
     "nnunet_scd.commands.convert_btcv",
     "nnunet_scd.commands.bench",
     "nnunet_scd.commands.slim",

@@ -4,8 +4,9 @@ One small phantom dataset (3D, anisotropic; also planned as 2d) goes through
 plan+preprocess, training of a shortened SCD trainer (killed mid-epoch, then resumed with --c)
 and a shortened dense UNETR trainer, a 2d SCD training, model export/install, prediction of a
 raw folder with the installed model, evaluation, find_best_configuration (with ensembling and
-postprocessing) and apply_postprocessing; and a training of the authors' reproduction trainer
-(nnUNetTrainerSCD_Zhou2023BraTS, Tiny). Nothing of nnU-Net is patched: the trainers are found
+postprocessing) and apply_postprocessing; a training of the authors' reproduction trainer
+(nnUNetTrainerSCD_Zhou2023BraTS, Tiny); and `nnunet-scd plan` followed by preprocessing, training
+and prediction with -p nnUNetPlans_SCD. Nothing of nnU-Net is patched: the trainers are found
 through nnUNet_extTrainer.
 """
 
@@ -246,6 +247,32 @@ def test_token_selection_is_logged_plotted_and_reported_on_held_out_cases(env: d
     assert row["enrichment"][0] > 1.2, row
     assert row["dice"] == pytest.approx(dice_scores(results_dir(env, SCD, "3d_fullres") / "fold_0" / "validation"
                                                      / "summary.json")[0])
+
+
+def test_scd_plans_train_and_predict_through_stock_nnunet(env: dict[str, str], tmp_path: Path) -> None:
+    """`nnunet-scd plan`, then the printed stock commands with -p nnUNetPlans_SCD, end to end on CPU."""
+    trainer, plans_name = "nnUNetTrainerSCD_Ti_demoQuick", "nnUNetPlans_SCD"  # 2 epochs x 10 iterations
+    out = run(env, "nnunet-scd", "plan", "-d", str(DATASET_ID), "--vit-size", "Tiny", "-tr", trainer)
+    assert f"nnUNetv2_preprocess -d {DATASET_ID} -plans_name {plans_name}" in out
+    assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 0 -tr {trainer} -p {plans_name}" in out
+    run(env, "nnUNetv2_preprocess", "-d", str(DATASET_ID), "-plans_name", plans_name, "-c", "3d_fullres", "-np", "1")
+    run(env, "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-p", plans_name, "-device", "cpu")
+
+    dataset = f"Dataset{DATASET_ID}_SCDPhantom"
+    planned = json.loads((Path(env["nnUNet_preprocessed"]) / dataset / f"{plans_name}.json").read_text())
+    folder = Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans_name}__3d_fullres"
+    used = json.loads((folder / "plans.json").read_text())
+    # The trainer took the planned geometry as it was, and the results folder records it for prediction.
+    for key in ("patch_size", "scd_tokens"):
+        assert used["configurations"]["3d_fullres"][key] == planned["configurations"]["3d_fullres"][key]
+    assert used["configurations"]["3d_fullres"]["scd_tokens"]["planner"] == "nnUNetPlannerSCD"
+    assert (folder / "fold_0" / "checkpoint_final.pth").is_file()
+
+    raw = Path(env["nnUNet_raw"]) / dataset
+    prediction = tmp_path / "pred"
+    run(env, "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(prediction), "-d", str(DATASET_ID),
+        "-c", "3d_fullres", "-tr", trainer, "-p", plans_name, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1")
+    assert sorted(p.name for p in prediction.glob("*.nii.gz")) == sorted(p.name for p in (raw / "labelsTs").iterdir())
 
 
 def test_the_authors_reproduction_trainer_trains_through_stock_nnunet(env: dict[str, str]) -> None:

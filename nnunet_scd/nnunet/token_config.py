@@ -144,9 +144,10 @@ def resolve_token_config(
 ) -> TokenConfig:
     """Token geometry for one plans configuration (a dict as in ``ConfigurationManager.configuration``).
 
-    A configuration that already carries a record from :func:`apply_token_config` (the plans.json
-    of a results folder) is taken as recorded, so prediction rebuilds the network it was trained
-    with. Otherwise the token size comes from ``fixed_token_size`` if given, else from
+    A configuration that already carries a record, from :func:`apply_token_config` (the plans.json
+    of a results folder) or from the SCD planner (``nnUNetPlans_SCD``), is taken as recorded, so
+    prediction rebuilds the network it was trained with and planned tokens are not re-derived.
+    Otherwise the token size comes from ``fixed_token_size`` if given, else from
     :func:`choose_token_size`, and the patch is rounded up to a token multiple.
     """
     patch = tuple(int(p) for p in configuration["patch_size"])
@@ -179,8 +180,8 @@ def apply_token_config(
     ``configuration`` is the resolved dict the trainer uses (``configuration_manager.configuration``);
     ``plans`` is what nnU-Net saves as the results folder's plans.json. The entry of the named
     configuration is overridden, so a configuration that inherits its patch from another keeps the
-    parent untouched.
+    parent untouched. Other keys of an existing record (how a planner chose the tokens) are kept.
     """
     for target in (configuration, plans["configurations"][configuration_name]):
         target["patch_size"] = list(config.patch_size)
-        target[PLANS_KEY] = config.to_plans()
+        target[PLANS_KEY] = {**target.get(PLANS_KEY, {}), **config.to_plans()}
