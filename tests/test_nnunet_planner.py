@@ -238,7 +238,9 @@ def test_plan_command_refuses_an_unknown_vit_size(nnunet_dirs: Path, capsys: pyt
 
     _dataset(nnunet_dirs, 906, (1.0, 1.0, 1.0), (64, 64, 64))
     assert main(["plan", "-d", "906", "--vit-size", "L"]) == 2
-    assert "unknown ViT size 'L'; choose one of ['B', 'Tiny']" in capsys.readouterr().err
+    from nnunet_scd.nnunet.trainers import VIT_SIZES
+
+    assert f"unknown ViT size 'L'; choose one of {sorted(VIT_SIZES)}" in capsys.readouterr().err
 
 
 def test_plan_command_prints_the_plans_and_the_next_commands(nnunet_dirs: Path, capsys: pytest.CaptureFixture) -> None:
