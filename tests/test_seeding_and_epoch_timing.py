@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from nnunet_scd.nnunet.epoch_timing import _TimedLoader, parse_epoch_breakdowns
-from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE, resolve_seed, worker_seeds
+from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown, _TimedLoader, parse_epoch_breakdowns
+from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE, SeededTraining, resolve_seed, worker_seeds
 
 
 def test_seed_comes_from_the_class_unless_the_environment_sets_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,3 +53,52 @@ def test_epoch_breakdowns_are_read_back_from_a_log() -> None:
     assert parse_epoch_breakdowns(text * 2) == 2 * [{"network steps": 7.25, "waiting for batches": 0.5,
                                                      "validation": 1.75, "end of epoch": 0.31}]
     assert parse_epoch_breakdowns("Epoch time: 9.5 s") == []
+
+
+class _FakeAugmenter:
+    """Stands in for nnU-Net's NonDetMultiThreadedAugmenter: workers started with seeds, restartable."""
+
+    num_processes = 2
+
+    def __init__(self) -> None:
+        self.seeds: list[int] | None = None
+        self.restarts = 0
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+    def __next__(self) -> int:
+        return 1
+
+
+class _FakeTrainer:
+    local_rank = 0
+
+    def print_to_log_file(self, *args: object) -> None:
+        pass
+
+    def initialize(self) -> None:
+        pass
+
+    def get_dataloaders(self) -> tuple[_FakeAugmenter, _FakeAugmenter]:
+        return _FakeAugmenter(), _FakeAugmenter()
+
+    def on_train_start(self) -> None:
+        self.dataloader_train, self.dataloader_val = self.get_dataloaders()
+
+
+@pytest.mark.parametrize("mixins", [(SeededTraining, EpochTimeBreakdown), (EpochTimeBreakdown, SeededTraining)],
+                         ids=["seeded-first", "timed-first"])
+def test_worker_seeds_reach_nnunets_own_loaders_whatever_the_mixin_order(
+        mixins: tuple[type, type], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: the timing wrapper once received the seeds instead of the augmenter, which then restarted
+    # its workers unseeded.
+    monkeypatch.delenv(SEED_ENVIRONMENT_VARIABLE, raising=False)
+    trainer = type("Trainer", (*mixins, _FakeTrainer), {"seed": 3})()
+    trainer.initialize()
+    trainer.on_train_start()
+    assert isinstance(trainer.dataloader_train, _TimedLoader)
+    train, val = trainer.dataloader_train.loader, trainer.dataloader_val
+    assert train.seeds == worker_seeds(3, 0, 0, 2) and train.restarts == 1
+    assert val.seeds == worker_seeds(3, 1, 0, 2) and val.restarts == 1
+    assert next(trainer.dataloader_train) == 1

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnunet_scd.atomic import write_text_atomic
+
 __all__ = ["build_table", "chance_dice", "class_dice", "table_to_markdown", "write_table"]
 
 
@@ -169,6 +171,6 @@ def write_table(table: Mapping[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` into ``folder``; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "results.json", folder / "results.md"
-    json_path.write_text(json.dumps(table, indent=2) + "\n")
-    md_path.write_text(table_to_markdown(table))
+    write_text_atomic(json.dumps(table, indent=2) + "\n", json_path)  # an interrupted demo leaves no half table
+    write_text_atomic(table_to_markdown(table), md_path)
     return json_path, md_path

@@ -54,9 +54,11 @@ class _TimedLoader:
 class EpochTimeBreakdown:
     """Mixin for an ``nnUNetTrainer``: one "Epoch breakdown" log line per epoch (see the module docstring)."""
 
-    def get_dataloaders(self):
-        train, val = super().get_dataloaders()
-        return _TimedLoader(train), val
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # Wrapped only now, after every get_dataloaders() override has run: a mixin that reconfigures the
+        # loaders there (SeededTraining restarts the workers with seeds) must see nnU-Net's own objects.
+        self.dataloader_train = _TimedLoader(self.dataloader_train)
 
     def on_train_end(self) -> None:
         # nnU-Net shuts its workers down only for a loader of its own types, so hand back the real one.
