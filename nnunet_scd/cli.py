@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Order is the order shown by --help.
 SUBCOMMAND_MODULES = (
     "nnunet_scd.commands.demo",
+    "nnunet_scd.commands.study",
     "nnunet_scd.commands.synth",
     "nnunet_scd.commands.plan",
     "nnunet_scd.commands.convert_btcv",

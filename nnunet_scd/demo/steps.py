@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
 from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
 from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE
-from nnunet_scd.nnunet.training_log import EPOCH_TIME
+from nnunet_scd.nnunet.training_log import EPOCH_TIME, PSEUDO_DICE, pseudo_dice_values
 
 __all__ = ["DemoError", "Workspace", "log", "nnunet_script", "progress", "run_logged", "stage"]
 
@@ -48,12 +49,25 @@ def progress(**kwargs):
     return tqdm(disable=None, **kwargs)
 
 
+class Setting(Protocol):
+    """What a workspace needs of its run's setting: the demo's ``DemoConfig``, or a study's."""
+
+    name: str
+    dataset_id: int
+    dataset_name: str
+    num_cases: int
+    shape_zyx: tuple[int, int, int]
+    seed: int
+    configuration: str
+    fold: int
+
+
 @dataclass(frozen=True)
 class Workspace:
-    """The demo's folders inside ``root``; nnU-Net's three folders live here too."""
+    """The folders of a demo or study run inside ``root``; nnU-Net's three folders live here too."""
 
     root: Path
-    config: DemoConfig
+    config: DemoConfig | Setting
 
     @property
     def raw(self) -> Path:
@@ -214,23 +228,26 @@ def validation_keys(ws: Workspace) -> list[str]:
 
 
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
-_DICE = re.compile(r"Pseudo dice \[(.*)\]")
 
 
-def train(ws: Workspace, label: str, trainer: str, seed: int) -> None:
-    """Step 3: ``nnUNetv2_train`` on the fold; a finished fold is skipped, an interrupted one continued."""
+def train(ws: Workspace, label: str, trainer: str, seed: int, device: str = "cpu", epochs: int | None = None) -> None:
+    """Step 3: ``nnUNetv2_train`` on the fold; a finished fold is skipped, an interrupted one continued.
+
+    ``epochs`` sizes the progress bar (default: the demo budget's).
+    """
     c = ws.config
+    epochs = c.budget.epochs if epochs is None else epochs
     fold_dir = ws.fold_dir(trainer, seed)
     if (fold_dir / "checkpoint_final.pth").is_file():
         log(f"Training {label} ({trainer}, seed {seed}): already finished ({fold_dir})")
         return
     resume = any((fold_dir / f"checkpoint_{n}.pth").is_file() for n in ("latest", "best"))
     command = [nnunet_script("nnUNetv2_train"), str(c.dataset_id), c.configuration, str(c.fold), "-tr", trainer,
-               "-device", "cpu"] + (["--c"] if resume else [])
+               "-device", device] + (["--c"] if resume else [])
     log_file = ws.logs / f"train_{trainer}_seed_{seed}.log"
     log(f"Training {label}, seed {seed}: {' '.join(command[1:])}{' (continuing)' if resume else ''}; "
-        f"{c.budget.epochs} epochs x {c.budget.iterations_per_epoch} iterations (log: {log_file})")
-    with progress(total=c.budget.epochs, desc=f"train {label}", unit="epoch") as bar:
+        f"{epochs} epochs (log: {log_file})")
+    with progress(total=epochs, desc=f"train {label}", unit="epoch") as bar:
         state: dict[str, str] = {}
 
         def show(line: str) -> None:
@@ -238,8 +255,8 @@ def train(ws: Workspace, label: str, trainer: str, seed: int) -> None:
                 bar.update(int(m.group(1)) - bar.n)  # resumed runs start past 0
             elif m := EPOCH_TIME.search(line):
                 state["s/epoch"] = m.group(1)
-            elif m := _DICE.search(line):
-                values = [float(v) for v in m.group(1).replace("np.float32(", "").replace(")", "").split(",") if v]
+            elif m := PSEUDO_DICE.search(line):
+                values = pseudo_dice_values(m)
                 state["pseudo Dice"] = f"{sum(values) / max(1, len(values)):.3f}"
             elif "train_loss" in line:
                 state["loss"] = line.split("train_loss")[-1].strip()

@@ -18,17 +18,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["enrichment", "enrichment_counts", "foreground_guidance_loss", "token_foreground"]
+__all__ = ["enrichment", "enrichment_counts", "foreground_guidance_loss", "token_foreground", "token_voxel_counts"]
+
+
+def token_voxel_counts(voxels: torch.Tensor, token_size: Sequence[int]) -> torch.Tensor:
+    """How many true voxels each token cell holds: (B, *S) bool -> (B, N) float, in the tokens' C order."""
+    ndim = len(token_size)
+    if voxels.ndim != ndim + 1:
+        raise ValueError(f"expected a (B, *S) mask with {ndim} spatial axes, got shape {tuple(voxels.shape)}.")
+    pool = F.avg_pool3d if ndim == 3 else F.avg_pool2d
+    cells = pool(voxels[:, None].float(), kernel_size=tuple(token_size), stride=tuple(token_size))
+    return cells.flatten(1) * float(torch.tensor(token_size).prod())
 
 
 def token_foreground(voxels: torch.Tensor, token_size: Sequence[int]) -> torch.Tensor:
     """Which token cells hold a true voxel: (B, *S) bool -> (B, N) bool, in the tokens' C order."""
-    ndim = len(token_size)
-    if voxels.ndim != ndim + 1:
-        raise ValueError(f"expected a (B, *S) mask with {ndim} spatial axes, got shape {tuple(voxels.shape)}.")
-    pool = F.max_pool3d if ndim == 3 else F.max_pool2d
-    cells = pool(voxels[:, None].float(), kernel_size=tuple(token_size), stride=tuple(token_size))
-    return cells.flatten(1) > 0
+    return token_voxel_counts(voxels, token_size) > 0
 
 
 def foreground_guidance_loss(

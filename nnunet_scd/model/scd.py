@@ -14,9 +14,9 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from nnunet_scd.model.guidance import foreground_guidance_loss, token_foreground
+from nnunet_scd.model.guidance import foreground_guidance_loss, token_foreground, token_voxel_counts
 from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
-from nnunet_scd.model.stp import SAMPLERS, RandomTokenPruning, SoftTopKPruning
+from nnunet_scd.model.stp import SAMPLERS, OracleTokenPruning, RandomTokenPruning, SoftTopKPruning
 from nnunet_scd.model.tokens import scatter_tokens
 from nnunet_scd.model.unetr import UNETRDecoder
 from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
@@ -25,7 +25,7 @@ __all__ = ["SCDNet"]
 
 COMPLETIONS = {"mta": MultiLayerTokenAssembly, "mask": MaskTokenCompletion}
 SKIP_ASSEMBLIES = ("per_depth", "shared")
-TOKEN_SELECTIONS = ("stp", "random")
+TOKEN_SELECTIONS = ("stp", "random", "oracle")
 
 
 def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequence[float]) -> None:
@@ -99,8 +99,10 @@ class SCDNet(nn.Module):
             code does. None (default): "per_depth" with MTA; "shared" with the mask baseline, whose
             decoder may see nothing but the completed tokens, so "per_depth" is refused there.
         sampler, tau, sigma, num_samples: the training-time top-k sampler (see ``stp.py``).
-        token_selection: "stp" (learned scorer) or "random" (the ablation: uniform random tokens in
-            training, a seeded random draw at inference).
+        token_selection: "stp" (learned scorer), "random" (the ablation: uniform random tokens in
+            training, a seeded random draw at inference) or "oracle" (the bound: the tokens holding the
+            most ground-truth foreground). The oracle reads the label as one extra input channel after
+            the image's ``input_channels``, a (B, 1, *S) foreground mask that only selection sees.
 
     Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
     ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept, and
@@ -154,6 +156,8 @@ class SCDNet(nn.Module):
         if token_selection not in TOKEN_SELECTIONS:
             raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}.")
         self.input_channels = input_channels
+        # The oracle's label channel rides behind the image channels; a dense net has no selection to feed.
+        self.label_channels = 1 if token_selection == "oracle" and keep_ratios is not None else 0
         # The outputs of blocks d/4, d/2 and 3d/4 (1-based: 3/6/9 of 12), UNETR's z3, z6, z9, which are also the
         # pruning points, so each per-depth skip is the last full view before a stage removes tokens. MONAI's UNETR
         # indexes hidden_states_out[3/6/9], the outputs of blocks 4/7/10.
@@ -177,8 +181,9 @@ class SCDNet(nn.Module):
             _check_schedule(depth, tuple(prune_after), tuple(keep_ratios))
             self.prune_after = tuple(int(b) for b in prune_after)
             self.pruning = nn.ModuleList(
-                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples)
-                if token_selection == "stp" else RandomTokenPruning(r, seed=stage)
+                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples) if token_selection == "stp"
+                else OracleTokenPruning(r, seed=stage) if token_selection == "oracle"
+                else RandomTokenPruning(r, seed=stage)
                 for stage, r in enumerate(keep_ratios)
             )
             default_dim = min(embed_dim, max(64, embed_dim // 4))
@@ -251,11 +256,15 @@ class SCDNet(nn.Module):
         adds a head of its own (``search.WithPixelClassifier``) composes without hooks.
         """
         self._check_input(x)
+        foreground_voxels = None
+        if self.label_channels:
+            x, label = x[:, :self.input_channels], x[:, self.input_channels:]
+            foreground_voxels = token_voxel_counts(label[:, 0] > 0.5, self.token_size)
         grid = token_grid(x.shape[2:], self.token_size)
         tokens = self.patch_embed(x) + self.pos_embed(grid)
         if not self.is_sparse:
             return self._forward_dense(x, tokens, grid)
-        return self._forward_sparse(x, tokens, grid)
+        return self._forward_sparse(x, tokens, grid, foreground_voxels)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits from ``forward_features``' output: the decoder's 1x1 output convolution."""
@@ -269,7 +278,8 @@ class SCDNet(nn.Module):
                 hidden_skips.append(tokens)
         return self.decoder(x, self.norm(tokens), hidden_skips, grid, head=False)
 
-    def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...],
+                        foreground_voxels: torch.Tensor | None = None) -> torch.Tensor:
         batch, num_tokens, _ = tokens.shape
         positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
         # Tokens that left the encoder at each stage, with their grid positions.
@@ -282,8 +292,12 @@ class SCDNet(nn.Module):
             if depth in self.skip_depths and self.skip_assembly == "per_depth":
                 hidden_skips.append(scatter_tokens([*left, tokens], [*left_positions, positions], num_tokens))
             if next_stage is not None and depth == next_stage[0]:
-                scored = positions
-                tokens, positions, pruned, pruned_positions, logits = next_stage[1](tokens, positions)
+                scored, select = positions, next_stage[1]
+                if foreground_voxels is None:
+                    selected = select(tokens, positions)
+                else:
+                    selected = select(tokens, positions, torch.gather(foreground_voxels, 1, positions))
+                tokens, positions, pruned, pruned_positions, logits = selected
                 if logits is not None:
                     scorer_logits.append(logits)
                     scored_positions.append(scored)
@@ -307,7 +321,13 @@ class SCDNet(nn.Module):
             )
         if x.shape[0] == 0:
             raise ValueError(f"SCDNet got an empty batch {tuple(x.shape)}; pass at least one image.")
-        if x.shape[1] != self.input_channels:
+        if self.label_channels and x.shape[1] == self.input_channels:
+            raise ValueError(
+                f"this SCDNet selects tokens with the oracle, which reads the label as channel {x.shape[1]} after "
+                f"the image's {self.input_channels}; the input has none. The oracle is an evaluation bound: train "
+                "and validate it with nnUNetTrainerSCD_Oracle*, it cannot predict unlabelled images."
+            )
+        if x.shape[1] != self.input_channels + self.label_channels:
             raise ValueError(
                 f"SCDNet was built for {self.input_channels} input channel(s) but the input has {x.shape[1]}; "
                 "check that every image has the channels the plans expect."

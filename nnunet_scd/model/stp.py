@@ -7,7 +7,7 @@ by index, so later blocks really see fewer tokens.
 
 The scorer and the sampler run in fp32 even under autocast: the straight-through gradients they
 receive are small, and fp16 would flush them to zero. ``RandomTokenPruning`` is the ablation with
-the same interface and no scorer.
+the same interface and no scorer; ``OracleTokenPruning`` the upper bound that reads the label.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from nnunet_scd.model.tokens import gather_tokens
 
 __all__ = [
     "SAMPLERS",
+    "OracleTokenPruning",
     "PrunedTokens",
     "RandomTokenPruning",
     "SoftTopKPruning",
@@ -251,3 +252,34 @@ class RandomTokenPruning(nn.Module):
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
         noise = torch.rand(x.shape[:2], device=x.device, generator=generator)
         return PrunedTokens(*_split(x, positions, _descending_order(noise), keep_count(x.shape[1], self.keep_ratio)))
+
+
+class OracleTokenPruning(nn.Module):
+    """The label-reading bound of STP: keep the ``keep_count(N, keep_ratio)`` tokens with the most foreground.
+
+    Tokens are ranked by how many foreground voxels of the ground truth their cell holds; tokens with
+    equal counts (all-background ones, above all) are ordered by a random draw, fresh at every training
+    step and seeded with ``seed`` in eval mode, as ``RandomTokenPruning`` draws. It reads the label, so it
+    is an evaluation bound, never a method.
+
+    Args:
+        keep_ratio: fraction of the remaining tokens kept, in (0, 1].
+        seed: seed of the eval-mode tie-breaking draw.
+    """
+
+    def __init__(self, keep_ratio: float, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
+        self.keep_ratio = keep_ratio
+        self.seed = seed
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, foreground_voxels: torch.Tensor) -> PrunedTokens:
+        """(B, N, D), (B, N), (B, N) foreground voxels per token -> kept and pruned tokens (no logits)."""
+        generator = None
+        if not self.training and x.device.type != "meta":
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        # A tie-break in [0, 1) never outranks a whole voxel of foreground.
+        tie_break = torch.rand(x.shape[:2], device=x.device, generator=generator)
+        priority = foreground_voxels.round().to(tie_break.dtype) + tie_break
+        return PrunedTokens(*_split(x, positions, _descending_order(priority), keep_count(x.shape[1], self.keep_ratio)))

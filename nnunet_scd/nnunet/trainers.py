@@ -27,6 +27,7 @@ from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreg
 from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
 from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown
+from nnunet_scd.nnunet.label_channel import dataset_with_label_channel, with_label_channel
 from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.nnunet.recipes import RECIPES, Recipe, RecipeTraining
 from nnunet_scd.nnunet.seeding import SeededTraining
@@ -428,6 +429,27 @@ class nnUNetTrainerSCD_RandomPruning(nnUNetTrainerSCD):
     token_selection = "random"
 
 
+class nnUNetTrainerSCD_Oracle(nnUNetTrainerSCD):
+    """The bound of token selection: the same network keeps the tokens that hold the most ground-truth foreground.
+
+    It reads the label, in training and in nnU-Net's validation, as an extra input channel that only the selection
+    sees (``label_channel``), so it cannot predict unlabelled images. Its Dice bounds what a scorer could reach, and
+    includes a leak: MTA's per-source embeddings let the decoder read "kept late" as "foreground".
+    """
+
+    token_selection = "oracle"
+
+    def train_step(self, batch: dict) -> dict:
+        return super().train_step(with_label_channel(batch, self.label_manager))
+
+    def validation_step(self, batch: dict) -> dict:
+        return super().validation_step(with_label_channel(batch, self.label_manager))
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        self.dataset_class = dataset_with_label_channel(self.dataset_class, self.label_manager)
+        super().perform_actual_validation(save_probabilities)
+
+
 class nnUNetTrainerSCD_NoGuidance(nnUNetTrainerSCD):
     """STP as the paper trains it: the scorer learns only from the task loss's straight-through gradient."""
 
@@ -554,6 +576,50 @@ class nnUNetTrainerSCD_Tiny_cpuShort2x(nnUNetTrainerSCD_Tiny):
 
 class nnUNetTrainerUNETR_Tiny_cpuShort2x(nnUNetTrainerUNETR_Tiny):
     recipe = RECIPES["cpuShort2x"]
+
+
+# The convergence study (docs/studies/convergence.md): arms that differ only in token selection, at keep 0.25 and 0.1.
+class nnUNetTrainerSCD_Oracle_Tiny(nnUNetTrainerSCD_Oracle):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerUNETR_Tiny_converge(nnUNetTrainerUNETR_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_Tiny_converge(nnUNetTrainerSCD_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_NoGuidance_Tiny_converge(nnUNetTrainerSCD_NoGuidance_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_RandomPruning_Tiny_converge(nnUNetTrainerSCD_RandomPruning_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_Oracle_Tiny_converge(nnUNetTrainerSCD_Oracle_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_keep0p1_Tiny_converge(nnUNetTrainerSCD_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge(nnUNetTrainerSCD_RandomPruning_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge(nnUNetTrainerSCD_Oracle_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainer_converge(RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNetTrainer):
+    """Stock nnU-Net (its U-Net, SGD, deep supervision) with the study's validation length and as many iterations
+    as the dense Tiny UNETR of the study takes in the same wall time on 2 idle CPU cores."""
+
+    recipe = RECIPES["convergeStock"]
 
 
 def defined_trainers(namespace: dict[str, Any]) -> list[str]:

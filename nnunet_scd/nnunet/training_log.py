@@ -12,9 +12,16 @@ from pathlib import Path
 
 from nnunet_scd.nnunet.epoch_timing import parse_epoch_breakdowns
 
-__all__ = ["EPOCH_TIME", "epoch_breakdowns", "epoch_times"]
+__all__ = ["EPOCH_TIME", "PSEUDO_DICE", "epoch_breakdowns", "epoch_times", "pseudo_dice", "pseudo_dice_values"]
 
 EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+PSEUDO_DICE = re.compile(r"Pseudo dice \[(.*)\]")
+_NUMBER = re.compile(r"(?:np\.float\d+\()?([-+0-9.eE]+|nan)\)?")
+
+
+def pseudo_dice_values(match: re.Match) -> list[float]:
+    """The per-class values of one ``Pseudo dice [...]`` log line (numpy scalars print as ``np.float32(x)``)."""
+    return [float(m.group(1)) for m in _NUMBER.finditer(match.group(1))]
 
 
 def _log_texts(fold_dir: Path) -> list[str]:
@@ -25,6 +32,11 @@ def _log_texts(fold_dir: Path) -> list[str]:
 def epoch_times(fold_dir: Path) -> list[float]:
     """Seconds per epoch from every training log of a fold."""
     return [float(m.group(1)) for text in _log_texts(fold_dir) for m in EPOCH_TIME.finditer(text)]
+
+
+def pseudo_dice(fold_dir: Path) -> list[list[float]]:
+    """Per epoch, nnU-Net's pseudo Dice of each foreground class on that epoch's validation batches."""
+    return [pseudo_dice_values(m) for text in _log_texts(fold_dir) for m in PSEUDO_DICE.finditer(text)]
 
 
 def epoch_breakdowns(fold_dir: Path) -> list[dict[str, float]]:

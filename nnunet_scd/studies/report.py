@@ -1,0 +1,162 @@
+"""A study's table and figure, rebuilt from its results file alone.
+
+The table gives per arm the final validation Dice (nnU-Net's evaluator on the held-out cases of the
+fold), mean ± sd over training seeds, per organ and on average; the per-seed difference against the
+dense arm, paired by seed; and two checks: did the dense arm plateau (the last quarter of training
+adds under 1 point of validation pseudo Dice), and does selection matter (among the label-free sparse arms
+at one keep ratio, best and worst mean Dice differ by more than twice the largest seed sd).
+The figure shows each arm's validation pseudo Dice against training iterations.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nnunet_scd.studies.convergence import Arm
+
+__all__ = ["PLATEAU_GAIN", "build_report", "ema", "last_quarter_gain", "plot_curves", "report_markdown"]
+
+PLATEAU_GAIN = 0.01  # the most the last quarter of training may add to the dense arm's EMA pseudo Dice
+
+
+def ema(values: Sequence[float | None], weight: float = 0.9) -> list[float | None]:
+    """nnU-Net's exponential moving average of the pseudo Dice (``ema_fg_dice``); None where nothing is logged."""
+    out: list[float | None] = []
+    current = None
+    for value in values:
+        if value is not None:
+            current = value if current is None else weight * current + (1 - weight) * value
+        out.append(current)
+    return out
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def last_quarter_gain(curve: Sequence[float | None]) -> float | None:
+    """What the last quarter of training added to the validation pseudo Dice: the mean over the last tenth of the
+    epochs minus the mean over the tenth that ends at three quarters (raw values: nnU-Net's EMA lags by ~10 epochs)."""
+    values = [v for v in curve if v is not None]
+    if len(values) < 8:
+        return None
+    window, three_quarters = max(1, len(values) // 10), (3 * len(values)) // 4
+    return statistics.fmean(values[-window:]) - statistics.fmean(values[three_quarters - window:three_quarters])
+
+
+def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], reference: str = "dense") -> dict[str, Any]:
+    """Per-arm statistics and the study's checks from the records of one setting, arms in the given order."""
+    by_arm: dict[str, dict[int, dict[str, Any]]] = {}
+    for record in records:
+        by_arm.setdefault(record["arm"], {})[int(record["seed"])] = record
+    organs = list(next(iter(records))["dice"]) if records else []
+    rows = []
+    for arm in [a for a in arms if a.name in by_arm]:
+        name, runs = arm.name, by_arm[arm.name]
+        seeds = sorted(runs)
+        row: dict[str, Any] = {"arm": name, "label_free": arm.label_free, "trainer": runs[seeds[0]]["trainer"],
+                               "keep": runs[seeds[0]]["keep"], "seeds": seeds,
+                               "iterations": sorted({r["iterations"] for r in runs.values()}),
+                               "devices": sorted({r.get("device", "?") for r in runs.values()})}
+        row["dice_mean"], row["dice_sd"] = _mean_sd([runs[s]["dice_mean"] for s in seeds])
+        row["dice_per_seed"] = [runs[s]["dice_mean"] for s in seeds]
+        row["organs"] = {o: _mean_sd([runs[s]["dice"][o] for s in seeds]) for o in organs}
+        walls = [r["wall_seconds"] for r in runs.values() if r.get("wall_seconds")]
+        row["wall_seconds_median"] = statistics.median(walls) if walls else None
+        if name != reference and reference in by_arm:
+            paired = [runs[s]["dice_mean"] - by_arm[reference][s]["dice_mean"] for s in seeds if s in by_arm[reference]]
+            row["vs_reference"] = _mean_sd(paired) if paired else None
+            row["vs_reference_per_seed"] = paired
+        rows.append(row)
+    report: dict[str, Any] = {"rows": rows, "organs": organs, "reference": reference, "checks": {}}
+    if reference in by_arm:
+        gains = [last_quarter_gain(r["curve"]["pseudo_dice"]) for r in by_arm[reference].values()]
+        gains = [g for g in gains if g is not None]
+        report["checks"]["plateau"] = {"gains": gains, "holds": bool(gains) and max(gains) < PLATEAU_GAIN}
+    for keep in sorted({r["keep"] for r in rows if r["keep"] is not None}, reverse=True):
+        free = [r for r in rows if r["keep"] == keep and r["label_free"]]
+        if len(free) >= 2:
+            spread = max(r["dice_mean"] for r in free) - min(r["dice_mean"] for r in free)
+            largest_sd = max(r["dice_sd"] for r in free)
+            report["checks"][f"selection matters at keep {keep}"] = {
+                "arms": [r["arm"] for r in free], "spread": spread, "largest_sd": largest_sd,
+                "holds": spread > 2 * largest_sd}
+    return report
+
+
+def _pm(mean_sd: tuple[float, float] | None, signed: bool = False) -> str:
+    if mean_sd is None:
+        return ""
+    mean, sd = mean_sd
+    return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.3f} ± {sd:.3f}"
+
+
+def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
+    """The report as Markdown: one table of arms, then the checks."""
+    organs = report["organs"]
+    head = ["arm", "keep", "seeds", "mean Dice", f"- {report['reference']}, paired", *organs, "iterations",
+            "wall s (median)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report["rows"]:
+        cells = [row["arm"], "all" if row["keep"] is None else f"{row['keep']:g}",
+                 ", ".join(map(str, row["seeds"])), f"**{_pm((row['dice_mean'], row['dice_sd']))}**",
+                 _pm(row.get("vs_reference"), signed=True),
+                 *(_pm(row["organs"][o]) for o in organs), "/".join(map(str, row["iterations"])),
+                 f"{row['wall_seconds_median']:.0f}" if row["wall_seconds_median"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, check in report["checks"].items():
+        if name == "plateau":
+            gains = ", ".join(f"{g:+.4f}" for g in check["gains"])
+            lines.append(f"- **{report['reference']} arm plateaued** (validation pseudo Dice gained under "
+                         f"{PLATEAU_GAIN} in the last quarter of training): {'yes' if check['holds'] else 'NO'} "
+                         f"(gain per seed: {gains})")
+        else:
+            lines.append(f"- **{name}** (best - worst mean Dice of {', '.join(check['arms'])} > 2 x the largest seed "
+                         f"sd): {'yes' if check['holds'] else 'NO'} (spread {check['spread']:.3f}, largest sd "
+                         f"{check['largest_sd']:.3f})")
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(records: Sequence[dict[str, Any]], arms: Sequence[Arm], path: Path, title: str) -> Path:
+    """Validation pseudo Dice (nnU-Net's EMA) against training iterations: one curve per arm, mean ± sd over seeds,
+    one panel per keep ratio (the dense and stock arms in every panel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    arm_order = [a.name for a in arms]
+    label_free = {a.name for a in arms if a.label_free}
+    keeps = sorted({r["keep"] for r in records if r["keep"] is not None}, reverse=True) or [None]
+    fig, axes = plt.subplots(1, len(keeps), figsize=(6.5 * len(keeps), 4.5), sharey=True, squeeze=False)
+    colours = dict(zip(arm_order, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, strict=False))
+    for ax, keep in zip(axes[0], keeps, strict=True):
+        for name in arm_order:
+            runs = [r for r in records if r["arm"] == name and r["keep"] in (keep, None)]
+            if not runs:
+                continue
+            length = min(len(r["curve"]["pseudo_dice"]) for r in runs)
+            curves = np.array([[np.nan if v is None else v for v in ema(r["curve"]["pseudo_dice"])[:length]]
+                               for r in runs], dtype=float)
+            x = runs[0]["curve"]["iterations"][:length]
+            mean, sd = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+            ax.plot(x, mean, label=f"{name} (n={len(runs)})", color=colours[name],
+                    linestyle="-" if name in label_free else "--")
+            ax.fill_between(x, mean - sd, mean + sd, color=colours[name], alpha=0.15)
+        ax.set_title(f"keep {keep:g} per stage" if keep is not None else "arms")
+        ax.set_xlabel("training iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("validation pseudo Dice (EMA, mean over organs)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,143 @@
+"""The study harness: its results file, resuming from it, the records it reads from nnU-Net, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nnunet_scd.cli import main
+from nnunet_scd.demo.steps import Workspace
+from nnunet_scd.studies import runner
+from nnunet_scd.studies.convergence import CONVERGENCE, Arm, StudySetting
+from nnunet_scd.studies.report import build_report, ema, last_quarter_gain, report_markdown
+from nnunet_scd.studies.results import ResultsFileError, append_record, load_records
+
+SETTING = StudySetting(name="unit", dataset_id=998, num_cases=6, shape_zyx=(8, 16, 16), seeds=(0, 1))
+ORGANS = ("liver", "aorta")
+
+
+def record(arm: str, seed: int, dice: float, keep: float | None = 0.25, curve: list[float] | None = None,
+           setting: str | None = None) -> dict[str, Any]:
+    curve = curve or [0.1, 0.5, dice, dice]
+    return {"setting": setting or runner.setting_id(SETTING), "arm": arm, "trainer": f"T_{arm}", "keep": keep,
+            "fold": 0, "seed": seed, "dice": {"liver": dice + 0.1, "aorta": dice - 0.1}, "dice_mean": dice,
+            "iterations": 400, "curve": {"iterations": [100, 200, 300, 400], "pseudo_dice": curve},
+            "wall_seconds": 60.0, "device": "cpu (2 cores)"}
+
+
+def test_a_record_replaces_the_same_run_and_keeps_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "docs" / "results.jsonl"
+    append_record(path, record("dense", 0, 0.7))
+    append_record(path, record("dense", 1, 0.8))
+    append_record(path, record("dense", 0, 0.75))
+    assert [(r["seed"], r["dice_mean"]) for r in load_records(path)] == [(1, 0.8), (0, 0.75)]
+    assert not list(path.parent.glob(".tmp_*"))
+
+
+def test_a_results_file_with_a_foreign_line_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(record("dense", 0, 0.7)) + "\n{\"not\": \"a record\"}\n")
+    with pytest.raises(ResultsFileError, match=r"results.jsonl, line 2: not a study record"):
+        load_records(path)
+
+
+def test_the_study_trains_only_what_the_results_file_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "results.jsonl"
+    append_record(results, record("dense", 0, 0.7))
+    append_record(results, record("dense", 1, 0.7, setting="another setting"))  # does not count for this one
+    trained = []
+    monkeypatch.setattr(runner.steps, "make_dataset", lambda ws: None)
+    monkeypatch.setattr(runner.steps, "plan_and_preprocess", lambda ws: None)
+
+    def fake_train(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: str) -> dict[str, Any]:
+        trained.append((arm.name, seed, device))
+        return record(arm.name, seed, 0.5)
+
+    monkeypatch.setattr(runner, "_train", fake_train)
+    arms = [Arm("dense", "T_dense", None, "all"), Arm("guided", "T_guided", 0.25, "stp")]
+    runner.run_study(tmp_path / "work", SETTING, arms, [0, 1], results, device="cuda", jobs=2)
+    assert sorted(trained) == [("dense", 1, "cuda"), ("guided", 0, "cuda"), ("guided", 1, "cuda")]
+    assert len(load_records(results)) == 5
+    trained.clear()
+    runner.run_study(tmp_path / "work", SETTING, arms, [0, 1], results)  # a second sitting: nothing left to do
+    assert trained == []
+
+
+def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path) -> None:
+    arm = CONVERGENCE.arm("guided")
+    ws = Workspace(tmp_path, SETTING)
+    fold = ws.fold_dir(arm.trainer, seed=1)
+    (fold / "validation").mkdir(parents=True)
+    (fold.parent / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "aorta": 2}}))
+    (fold / "validation" / "summary.json").write_text(json.dumps({
+        "foreground_mean": {"Dice": 0.6}, "mean": {"1": {"Dice": 0.9}, "2": {"Dice": 0.3}},
+        "metric_per_case": [{}, {}, {}]}))
+    (fold / "training_log_2026_1_1_00_00_00.txt").write_text(
+        "x: Pseudo dice [np.float32(0.5), np.float32(nan)] \nx: Epoch time: 10.5 s \n"
+        "x: Pseudo dice [np.float32(0.9), np.float32(0.3)] \nx: Epoch time: 9.5 s \n")
+    rec = runner.fold_record(ws, SETTING, arm, seed=1)
+    assert rec["dice"] == {"liver": 0.9, "aorta": 0.3} and rec["dice_mean"] == 0.6 and rec["validation_cases"] == 3
+    assert rec["curve"]["pseudo_dice"] == pytest.approx([0.5, 0.6])
+    assert rec["curve"]["iterations"][:2] == [50, 100] and rec["epoch_seconds_total"] == 20.0
+    assert rec["keep"] == 0.25 and rec["trainer"] == arm.trainer
+
+
+def test_an_unfinished_fold_is_named_with_how_to_continue(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="did not reach nnU-Net's final validation. Rerun the study"):
+        runner.fold_record(Workspace(tmp_path, SETTING), SETTING, CONVERGENCE.arm("dense"), seed=0)
+
+
+def test_ema_is_nnunets_pseudo_dice_average() -> None:
+    assert ema([None, 1.0, 0.0]) == [None, 1.0, 0.9]
+
+
+def test_last_quarter_gain_compares_the_last_tenth_with_the_tenth_ending_at_three_quarters() -> None:
+    curve = [0.1 * i for i in range(20)]  # windows of 2: epochs 18-19 against epochs 13-14
+    assert last_quarter_gain(curve) == pytest.approx(0.5)
+    assert last_quarter_gain([0.5, None, 0.5]) is None  # too short to tell
+
+
+def test_report_pairs_seeds_against_dense_and_runs_both_checks() -> None:
+    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, ""), Arm("random", "T", 0.25, ""),
+            Arm("oracle", "T", 0.25, "", label_free=False)]
+    records = [record("dense", 0, 0.80, keep=None, curve=[0.8] * 8),
+               record("dense", 1, 0.70, keep=None, curve=[0.8] * 6 + [0.9, 1.0]),
+               record("guided", 0, 0.78), record("guided", 1, 0.69), record("random", 0, 0.60),
+               record("random", 1, 0.61), record("oracle", 0, 0.95), record("oracle", 1, 0.10)]
+    report = build_report(records, arms)
+    rows = {r["arm"]: r for r in report["rows"]}
+    assert rows["guided"]["vs_reference_per_seed"] == pytest.approx([-0.02, -0.01])
+    assert report["checks"]["plateau"]["gains"] == pytest.approx([0.0, 0.2])  # last epoch 1.0, epoch 6 of 8 0.8
+    assert not report["checks"]["plateau"]["holds"]  # seed 1 still climbs in its last quarter
+    check = report["checks"]["selection matters at keep 0.25"]
+    assert check["arms"] == ["guided", "random"]  # the oracle is a bound, not a label-free rule
+    assert check["spread"] == pytest.approx(0.13) and check["holds"]
+    text = report_markdown(report)
+    assert "| guided | 0.25 | 0, 1 | **0.735 ± 0.064** | -0.015 ± 0.007 |" in text
+    assert "plateaued** (validation pseudo Dice gained under 0.01 in the last quarter of training): NO" in text
+
+
+def test_report_only_rebuilds_table_and_figure_from_the_results_file(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results.jsonl"
+    for seed in (0, 1):
+        append_record(results, record("dense", seed, 0.8, keep=None, setting=runner.setting_id(CONVERGENCE)))
+        append_record(results, record("guided", seed, 0.7, setting=runner.setting_id(CONVERGENCE)))
+    assert main(["study", "--report-only", "--results", str(results)]) == 0
+    table = (tmp_path / "convergence_table.md").read_text()
+    assert "| dense | all | 0, 1 | **0.800 ± 0.000** |" in table and (tmp_path / "convergence_curves.png").is_file()
+    assert "0.07 h of training on cpu (2 cores)" in capsys.readouterr().out
+
+
+def test_report_only_without_runs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", "--report-only", "--results", str(tmp_path / "none.jsonl")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_unknown_arm_is_one_line_listing_the_arms(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", "--arms", "bogus", "--results", str(tmp_path / "r.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "no arm 'bogus'" in err and "guided@0.1" in err and err.count("\n") == 1
