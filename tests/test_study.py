@@ -51,6 +51,7 @@ def test_the_study_trains_only_what_the_results_file_lacks(tmp_path: Path, monke
     trained = []
     monkeypatch.setattr(runner.steps, "make_dataset", lambda ws: None)
     monkeypatch.setattr(runner.steps, "plan_and_preprocess", lambda ws: None)
+    monkeypatch.setattr(runner, "write_default_splits", lambda ws: None)
 
     def fake_train(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: str) -> dict[str, Any]:
         trained.append((arm.name, seed, device))

@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from nnunet_scd.atomic import write_text_atomic
 from nnunet_scd.demo import steps
 from nnunet_scd.demo.steps import DemoError, Workspace, log, stage
 from nnunet_scd.studies.convergence import Arm, StudySetting
 from nnunet_scd.studies.results import append_record, load_records, record_key
 
-__all__ = ["fold_record", "run_study", "setting_id"]
+__all__ = ["fold_record", "run_study", "setting_id", "write_default_splits"]
 
 
 def setting_id(setting: StudySetting) -> str:
@@ -127,6 +128,22 @@ def _train(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: st
     return record
 
 
+def write_default_splits(ws: Workspace) -> Path:
+    """nnU-Net's default 5-fold split (what its first training would write), written before parallel trainings
+    start: each of them would otherwise write ``splits_final.json`` while others read it."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    base = ws.preprocessed / ws.dataset_folder_name
+    splits_file = base / "splits_final.json"
+    if not splits_file.is_file():
+        data = base / f"nnUNetPlans_{ws.config.configuration}"
+        identifiers = sorted(infer_dataset_class(str(data)).get_identifiers(str(data)))
+        splits = generate_crossval_split(identifiers, seed=12345, n_splits=5)
+        write_text_atomic(json.dumps(splits, indent=4), splits_file)
+    return splits_file
+
+
 def run_study(work_dir: Path, setting: StudySetting, arms: list[Arm], seeds: list[int], results: Path,
               device: str = "cpu", jobs: int = 1) -> list[dict[str, Any]]:
     """Train and record every (arm, seed) the results file lacks; ``jobs`` trainings run at once."""
@@ -150,10 +167,10 @@ def run_study(work_dir: Path, setting: StudySetting, arms: list[Arm], seeds: lis
         log(f"Recorded {run['arm']}, seed {run['seed']}: mean Dice {run['dice_mean']:.3f} -> {results}")
         return run
 
-    # The first training writes nnU-Net's splits_final.json, which parallel runs would race to write.
-    records = [record(_train(ws, setting, *todo[0], device))]
+    write_default_splits(ws)
+    records: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train, ws, setting, arm, seed, device) for arm, seed in todo[1:]]
+        futures = [pool.submit(_train, ws, setting, arm, seed, device) for arm, seed in todo]
         failures = []
         for future in as_completed(futures):
             try:
