@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_scd.model.stp import OracleTokenPruning
+from nnunet_scd.model.stp import PriorityTokenPruning
 from nnunet_scd.nnunet import trainers as tr
 from nnunet_scd.nnunet.label_channel import dataset_with_label_channel, with_label_channel
 
@@ -31,7 +31,7 @@ def _known_label() -> torch.Tensor:
 
 @pytest.mark.parametrize("training", [False, True])
 def test_oracle_stage_keeps_the_tokens_with_the_most_foreground_in_order(training: bool) -> None:
-    stage = OracleTokenPruning(keep_ratio=0.125).train(training)  # 4 of 32
+    stage = PriorityTokenPruning(keep_ratio=0.125).train(training)  # 4 of 32
     counts = torch.zeros(2, 32)
     counts[:, [0, 4, 24, 31]] = torch.tensor([32.0, 16.0, 8.0, 1.0])
     counts[1, 7] = 20.0  # the second image's ranking differs
@@ -42,7 +42,7 @@ def test_oracle_stage_keeps_the_tokens_with_the_most_foreground_in_order(trainin
 
 
 def test_oracle_breaks_ties_among_empty_tokens_at_random_seeded_at_inference() -> None:
-    stage = OracleTokenPruning(keep_ratio=0.5, seed=3).eval()
+    stage = PriorityTokenPruning(keep_ratio=0.5, seed=3).eval()
     x, positions, counts = torch.randn(1, 32, 8), torch.arange(32)[None], torch.zeros(1, 32)
     first = stage(x, positions, counts).kept_positions
     assert torch.equal(first, stage(x, positions, counts).kept_positions)  # the same set in every tile

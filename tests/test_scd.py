@@ -93,8 +93,8 @@ def _replace_pruned_tokens(net: SCDNet, value: float) -> None:
     """Every pruning stage hands on its pruned tokens as a constant (instance attribute over the class forward)."""
 
     def constant_pruned(prune):
-        def forward(tokens, positions):
-            kept, kept_positions, pruned, *rest = prune(tokens, positions)
+        def forward(tokens, positions, priority=None):
+            kept, kept_positions, pruned, *rest = prune(tokens, positions, priority)
             return kept, kept_positions, torch.full_like(pruned, value), *rest
         return forward
 

@@ -5,7 +5,8 @@ run ends with nnU-Net's own sliding-window validation of the fold's held-out cas
 Every finished run is recorded in the results file (one JSON line each, meant to be committed), and
 the table and figure are rebuilt from that file alone, so a study can be finished over several
 sittings and machines: a rerun skips what the file holds. Arms: dense, guided, unguided, random,
-oracle (keep 0.25); guided@0.1, random@0.1, oracle@0.1; nnU-Net (stock, the dense arm's CPU time).
+oracle (keep 0.25); guided@0.1, random@0.1, oracle@0.1; nnU-Net (stock, the dense arm's CPU time);
+the scorer designs evenly, boundary, context and topk at keep 0.25 and 0.1.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from nnunet_scd.studies.convergence import ARMS  # a table of names, no torch
+
     parser.add_argument("--arms", nargs="+", metavar="ARM",
-                        help="arms to run (default: all): dense guided unguided random oracle guided@0.1 random@0.1 "
-                             "oracle@0.1 nnU-Net")
+                        help=f"arms to run (default: all): {' '.join(a.name for a in ARMS)}")
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), metavar="SEED",
                         help="training seeds (default: 0 1 2)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),

@@ -18,7 +18,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["enrichment", "enrichment_counts", "foreground_guidance_loss", "token_foreground", "token_voxel_counts"]
+__all__ = ["GUIDANCE_TARGETS", "enrichment", "enrichment_counts", "foreground_guidance_loss", "guidance_target",
+           "token_foreground", "token_voxel_counts"]
+
+# What the scorer learns to predict per token: "foreground", it holds any foreground voxel; "boundary", it holds
+# foreground and background both (an organ's surface, 1) above a foreground interior (0.5) above background (0).
+GUIDANCE_TARGETS = ("foreground", "boundary")
 
 
 def token_voxel_counts(voxels: torch.Tensor, token_size: Sequence[int]) -> torch.Tensor:
@@ -36,18 +41,40 @@ def token_foreground(voxels: torch.Tensor, token_size: Sequence[int]) -> torch.T
     return token_voxel_counts(voxels, token_size) > 0
 
 
+def guidance_target(foreground: torch.Tensor, token_size: Sequence[int], kind: str = "foreground",
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The scorer's target per token: (B, *S) bool foreground voxels -> (B, N) float in [0, 1].
+
+    Args:
+        foreground: (B, *S) bool, voxels of any foreground class.
+        token_size: voxels per token along each axis.
+        kind: one of ``GUIDANCE_TARGETS``.
+        valid: (B, *S) bool, annotated voxels (None: all); "boundary" counts background among them only.
+    """
+    if kind not in GUIDANCE_TARGETS:
+        raise ValueError(f"guidance target must be one of {GUIDANCE_TARGETS}, got {kind!r}.")
+    fg_voxels = token_voxel_counts(foreground, token_size)
+    if kind == "foreground":
+        return (fg_voxels > 0).float()
+    annotated = token_voxel_counts(valid if valid is not None else torch.ones_like(foreground), token_size)
+    # Whole voxels: pooled counts are exact up to float rounding.
+    holds_fg, holds_bg = fg_voxels > 0.5, (annotated - fg_voxels) > 0.5
+    return torch.where(holds_fg & holds_bg, 1.0, torch.where(holds_fg, 0.5, 0.0))
+
+
 def foreground_guidance_loss(
     logits: Sequence[torch.Tensor],
     positions: Sequence[torch.Tensor],
     foreground: torch.Tensor,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Binary cross-entropy of each stage's scorer logits against the foreground of the tokens it scored.
+    """Binary cross-entropy of each stage's scorer logits against the target of the tokens it scored.
 
     Args:
         logits: per stage, (B, N_s) scorer logits.
         positions: per stage, (B, N_s) grid positions of the scored tokens.
-        foreground: (B, N) bool, the token holds foreground (``token_foreground``).
+        foreground: (B, N), the target: bool (the token holds foreground, ``token_foreground``) or float in
+            [0, 1] (``guidance_target``).
         valid: (B, N) bool, the token holds any annotated voxel; others (all ignore label) do not count.
 
     Returns the mean over stages of the mean over counted tokens, a scalar (zero without stages).

@@ -14,9 +14,9 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from nnunet_scd.model.guidance import foreground_guidance_loss, token_foreground, token_voxel_counts
+from nnunet_scd.model.guidance import foreground_guidance_loss, guidance_target, token_foreground, token_voxel_counts
 from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
-from nnunet_scd.model.stp import SAMPLERS, OracleTokenPruning, RandomTokenPruning, SoftTopKPruning
+from nnunet_scd.model.stp import SAMPLERS, PriorityTokenPruning, RandomTokenPruning, SoftTopKPruning, spread_priority
 from nnunet_scd.model.tokens import scatter_tokens
 from nnunet_scd.model.unetr import UNETRDecoder
 from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
@@ -25,7 +25,7 @@ __all__ = ["SCDNet"]
 
 COMPLETIONS = {"mta": MultiLayerTokenAssembly, "mask": MaskTokenCompletion}
 SKIP_ASSEMBLIES = ("per_depth", "shared")
-TOKEN_SELECTIONS = ("stp", "random", "oracle")
+TOKEN_SELECTIONS = ("stp", "random", "evenly", "oracle")
 
 
 def _check_schedule(depth: int, prune_after: Sequence[int], keep_ratios: Sequence[float]) -> None:
@@ -100,9 +100,13 @@ class SCDNet(nn.Module):
             decoder may see nothing but the completed tokens, so "per_depth" is refused there.
         sampler, tau, sigma, num_samples: the training-time top-k sampler (see ``stp.py``).
         token_selection: "stp" (learned scorer), "random" (the ablation: uniform random tokens in
-            training, a seeded random draw at inference) or "oracle" (the bound: the tokens holding the
-            most ground-truth foreground). The oracle reads the label as one extra input channel after
-            the image's ``input_channels``, a (B, 1, *S) foreground mask that only selection sees.
+            training, a seeded random draw at inference), "evenly" (the no-learning baseline: an evenly
+            spread subset of the grid, ``spread_priority``, the same in every tile) or "oracle" (the bound:
+            the tokens holding the most ground-truth foreground). The oracle reads the label as one extra
+            input channel after the image's ``input_channels``, a (B, 1, *S) foreground mask that only
+            selection sees.
+        context_fraction: STP only: the share of each stage's kept tokens reserved for evenly spread
+            context before the scorer chooses the rest (0: none).
 
     Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
     ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept, and
@@ -135,6 +139,7 @@ class SCDNet(nn.Module):
         sigma: float = 0.05,
         num_samples: int = 100,
         token_selection: str = "stp",
+        context_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         _check_sizes(input_channels=input_channels, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
@@ -155,9 +160,14 @@ class SCDNet(nn.Module):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if token_selection not in TOKEN_SELECTIONS:
             raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}.")
+        if context_fraction and token_selection != "stp":
+            raise ValueError(f"context_fraction reserves part of the STP scorer's budget; token_selection "
+                             f"{token_selection!r} has no scorer, so leave context_fraction at 0.")
         self.input_channels = input_channels
         # The oracle's label channel rides behind the image channels; a dense net has no selection to feed.
         self.label_channels = 1 if token_selection == "oracle" and keep_ratios is not None else 0
+        self.token_selection = token_selection
+        self.context_fraction = context_fraction
         # The outputs of blocks d/4, d/2 and 3d/4 (1-based: 3/6/9 of 12), UNETR's z3, z6, z9, which are also the
         # pruning points, so each per-depth skip is the last full view before a stage removes tokens. MONAI's UNETR
         # indexes hidden_states_out[3/6/9], the outputs of blocks 4/7/10.
@@ -181,9 +191,9 @@ class SCDNet(nn.Module):
             _check_schedule(depth, tuple(prune_after), tuple(keep_ratios))
             self.prune_after = tuple(int(b) for b in prune_after)
             self.pruning = nn.ModuleList(
-                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples) if token_selection == "stp"
-                else OracleTokenPruning(r, seed=stage) if token_selection == "oracle"
-                else RandomTokenPruning(r, seed=stage)
+                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples, context_fraction)
+                if token_selection == "stp" else RandomTokenPruning(r, seed=stage) if token_selection == "random"
+                else PriorityTokenPruning(r, seed=stage)
                 for stage, r in enumerate(keep_ratios)
             )
             default_dim = min(embed_dim, max(64, embed_dim // 4))
@@ -232,18 +242,20 @@ class SCDNet(nn.Module):
         """
         return {"stem": r"^patch_embed|^pos_embed", "blocks": r"^blocks\.(\d+)"}
 
-    def guidance_loss(self, foreground: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Foreground guidance of the scorers for the last forward pass (see ``guidance.py``).
+    def guidance_loss(self, foreground: torch.Tensor, valid: torch.Tensor | None = None,
+                      target: str = "foreground") -> torch.Tensor:
+        """Guidance of the scorers for the last forward pass (see ``guidance.py``).
 
         Args:
             foreground: (B, *S) bool, voxels of any foreground class in the input patch.
             valid: (B, *S) bool, annotated voxels (None: all); tokens without any do not count.
+            target: what each token's logit learns, one of ``GUIDANCE_TARGETS``.
 
         Returns a scalar, zero when no scorer ran (dense or random pruning).
         """
-        tokens_fg = token_foreground(foreground, self.token_size)
+        tokens_target = guidance_target(foreground, self.token_size, target, valid)
         tokens_valid = None if valid is None else token_foreground(valid, self.token_size)
-        return foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_fg, tokens_valid)
+        return foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_target, tokens_valid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes, *S) for images (B, C, *S)."""
@@ -256,15 +268,17 @@ class SCDNet(nn.Module):
         adds a head of its own (``search.WithPixelClassifier``) composes without hooks.
         """
         self._check_input(x)
-        foreground_voxels = None
+        priority = None
         if self.label_channels:
             x, label = x[:, :self.input_channels], x[:, self.input_channels:]
-            foreground_voxels = token_voxel_counts(label[:, 0] > 0.5, self.token_size)
+            priority = token_voxel_counts(label[:, 0] > 0.5, self.token_size)
         grid = token_grid(x.shape[2:], self.token_size)
         tokens = self.patch_embed(x) + self.pos_embed(grid)
         if not self.is_sparse:
             return self._forward_dense(x, tokens, grid)
-        return self._forward_sparse(x, tokens, grid, foreground_voxels)
+        if self.token_selection == "evenly" or self.context_fraction:
+            priority = spread_priority(grid, x.device).expand(x.shape[0], -1)
+        return self._forward_sparse(x, tokens, grid, priority)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits from ``forward_features``' output: the decoder's 1x1 output convolution."""
@@ -279,7 +293,8 @@ class SCDNet(nn.Module):
         return self.decoder(x, self.norm(tokens), hidden_skips, grid, head=False)
 
     def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...],
-                        foreground_voxels: torch.Tensor | None = None) -> torch.Tensor:
+                        priority: torch.Tensor | None = None) -> torch.Tensor:
+        """``priority``: (B, N) per grid position, what the oracle, the evenly spaced rule and STP's context rank by."""
         batch, num_tokens, _ = tokens.shape
         positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
         # Tokens that left the encoder at each stage, with their grid positions.
@@ -292,12 +307,10 @@ class SCDNet(nn.Module):
             if depth in self.skip_depths and self.skip_assembly == "per_depth":
                 hidden_skips.append(scatter_tokens([*left, tokens], [*left_positions, positions], num_tokens))
             if next_stage is not None and depth == next_stage[0]:
-                scored, select = positions, next_stage[1]
-                if foreground_voxels is None:
-                    selected = select(tokens, positions)
-                else:
-                    selected = select(tokens, positions, torch.gather(foreground_voxels, 1, positions))
-                tokens, positions, pruned, pruned_positions, logits = selected
+                scored = positions
+                remaining_priority = None if priority is None else torch.gather(priority, 1, positions)
+                tokens, positions, pruned, pruned_positions, logits = next_stage[1](tokens, positions,
+                                                                                    remaining_priority)
                 if logits is not None:
                     scorer_logits.append(logits)
                     scored_positions.append(scored)

@@ -7,11 +7,19 @@ by index, so later blocks really see fewer tokens.
 
 The scorer and the sampler run in fp32 even under autocast: the straight-through gradients they
 receive are small, and fp16 would flush them to zero. ``RandomTokenPruning`` is the ablation with
-the same interface and no scorer; ``OracleTokenPruning`` the upper bound that reads the label.
+the same interface and no scorer; ``PriorityTokenPruning`` keeps the tokens a given per-token
+priority ranks first, which makes both the label-reading oracle (priority: foreground voxels) and
+the evenly spaced baseline (priority: ``spread_priority``, a coarse-to-fine order of the grid).
+
+Every stage takes ``(x, positions, priority)``: the tokens, their grid positions, and an optional
+per-token priority that SCDNet gathers for the tokens that remain. STP uses it for the reserved
+context budget (``context_fraction``): that share of the kept tokens is the best-spread one, the
+scorer chooses the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -23,7 +31,7 @@ from nnunet_scd.model.tokens import gather_tokens
 
 __all__ = [
     "SAMPLERS",
-    "OracleTokenPruning",
+    "PriorityTokenPruning",
     "PrunedTokens",
     "RandomTokenPruning",
     "SoftTopKPruning",
@@ -31,9 +39,11 @@ __all__ = [
     "gaussian_perturbed_topk",
     "gumbel_soft_topk",
     "keep_count",
+    "spread_priority",
 ]
 
-SAMPLERS = ("gumbel", "gaussian")
+# "topk": the deterministic top-k of inference in training too, with the straight-through softmax mask.
+SAMPLERS = ("gumbel", "gaussian", "topk")
 
 
 def keep_count(num_tokens: int, keep_ratio: float) -> int:
@@ -160,6 +170,23 @@ class PrunedTokens(NamedTuple):
     logits: torch.Tensor | None = None  # (B, N) scorer log-odds of every input token; None without a scorer
 
 
+def spread_priority(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """(N,) priority of every grid position (C order) in a coarse-to-fine order: any number of the highest ones
+    lies evenly spread over the grid.
+
+    The order interleaves the coordinates' bits from the least significant up (a Morton code of the
+    bit-reversed coordinates), so the first eighth of a 3D grid is the lattice of even coordinates, the next
+    eighth fills in one axis, and so on: the grid's version of an evenly spaced subset, nested across stages.
+    """
+    axes = [torch.arange(n, device=device) for n in grid]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
+    code = torch.zeros(coords.shape[0], dtype=torch.long, device=device)
+    for bit in range(max(int(n - 1).bit_length() for n in grid)):
+        for axis in range(len(grid)):
+            code = code * 2 + ((coords[:, axis] >> bit) & 1)
+    return -code.to(torch.float32)  # the smallest code first
+
+
 def _full_precision(device: torch.device):
     # autocast only exists for real devices; on 'meta' (FLOP counting) there is nothing to switch off.
     return torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else nullcontext()
@@ -177,10 +204,13 @@ class SoftTopKPruning(nn.Module):
     Args:
         dim: token width D.
         keep_ratio: fraction of the remaining tokens kept, in (0, 1].
-        sampler: "gumbel" (the paper) or "gaussian" (multi-sample perturbed top-k).
-        tau: Gumbel softmax temperature.
+        sampler: "gumbel" (the paper), "gaussian" (multi-sample perturbed top-k) or "topk" (no noise: the
+            same deterministic top-k in training as at inference).
+        tau: Gumbel (and "topk") softmax temperature.
         sigma: Gaussian noise scale.
         num_samples: Gaussian samples per step.
+        context_fraction: share of the kept tokens reserved for context, chosen by the priority given to
+            ``forward`` (evenly spread ones), before the scorer chooses the rest; 0 (default): none.
     """
 
     def __init__(
@@ -191,10 +221,13 @@ class SoftTopKPruning(nn.Module):
         tau: float = 1.0,
         sigma: float = 0.05,
         num_samples: int = 100,
+        context_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
+        if not 0.0 <= context_fraction < 1.0:
+            raise ValueError(f"context_fraction must be in [0, 1), got {context_fraction}.")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if tau <= 0 or sigma <= 0 or num_samples < 1:
@@ -204,20 +237,28 @@ class SoftTopKPruning(nn.Module):
         self.tau = tau
         self.sigma = sigma
         self.num_samples = num_samples
+        self.context_fraction = context_fraction
         self.scorer = TokenScorer(dim)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> PrunedTokens:
-        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions, and the scorer's logits."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor | None = None) -> PrunedTokens:
+        """(B, N, D), (B, N), optional (B, N) context priority -> kept and pruned tokens with their original
+        positions, and the scorer's logits."""
         k = keep_count(x.shape[1], self.keep_ratio)
+        context = min(k - 1, round(self.context_fraction * k))
+        if context and priority is None:
+            raise ValueError("a reserved context budget needs the per-token priority that chooses the context.")
         with _full_precision(x.device):
             logits = self.scorer.logits(x.float())
             scores = F.logsigmoid(logits)
-            if not self.training:
-                order = _descending_order(scores)
-            elif self.sampler == "gumbel":
-                order, mask = gumbel_soft_topk(scores, k, self.tau)
-            else:
-                order, mask = gaussian_perturbed_topk(scores, k, self.sigma, self.num_samples)
+            # The context tokens come first; the scorer ranks the others for the remaining k - context places.
+            by_priority = _descending_order(priority) if context else None
+            candidates = by_priority[:, context:] if context else None
+            ranked = scores if candidates is None else torch.gather(scores, 1, candidates)
+            order, mask = self._rank(ranked, k - context)
+            if candidates is not None:
+                order = torch.cat([by_priority[:, :context], torch.gather(candidates, 1, order)], dim=1)
+                if mask is not None:
+                    mask = torch.ones_like(scores).scatter(1, candidates, mask)
         kept, kept_positions, pruned, pruned_positions = _split(x, positions, order, k)
         if self.training:
             # Forward values are exactly one; the backward pass carries the scorer's gradient.
@@ -225,6 +266,18 @@ class SoftTopKPruning(nn.Module):
             kept = kept * torch.gather(mask, 1, order[:, :k]).unsqueeze(-1)
             pruned = pruned * (1.0 - torch.gather(mask, 1, order[:, k:])).unsqueeze(-1)
         return PrunedTokens(kept, kept_positions, pruned, pruned_positions, logits)
+
+    def _rank(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The token order (first k kept) and, in training, the straight-through mask of the sampler."""
+        if not self.training:
+            return _descending_order(scores), None
+        if self.sampler == "gumbel":
+            return gumbel_soft_topk(scores, k, self.tau)
+        if self.sampler == "gaussian":
+            return gaussian_perturbed_topk(scores, k, self.sigma, self.num_samples)
+        soft = (scores / self.tau).softmax(dim=-1)
+        order = _descending_order(scores)
+        return order, _indicator(order, k, soft) - soft.detach() + soft
 
 
 class RandomTokenPruning(nn.Module):
@@ -245,8 +298,8 @@ class RandomTokenPruning(nn.Module):
         self.keep_ratio = keep_ratio
         self.seed = seed
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> PrunedTokens:
-        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions (no logits)."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor | None = None) -> PrunedTokens:
+        """(B, N, D), (B, N) -> kept and pruned tokens with their original positions (no logits; no priority)."""
         generator = None
         if not self.training and x.device.type != "meta":  # a meta tensor (FLOP counting) has no values to draw
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
@@ -254,13 +307,13 @@ class RandomTokenPruning(nn.Module):
         return PrunedTokens(*_split(x, positions, _descending_order(noise), keep_count(x.shape[1], self.keep_ratio)))
 
 
-class OracleTokenPruning(nn.Module):
-    """The label-reading bound of STP: keep the ``keep_count(N, keep_ratio)`` tokens with the most foreground.
+class PriorityTokenPruning(nn.Module):
+    """Keep the ``keep_count(N, keep_ratio)`` tokens that a given per-token priority ranks first.
 
-    Tokens are ranked by how many foreground voxels of the ground truth their cell holds; tokens with
-    equal counts (all-background ones, above all) are ordered by a random draw, fresh at every training
-    step and seeded with ``seed`` in eval mode, as ``RandomTokenPruning`` draws. It reads the label, so it
-    is an evaluation bound, never a method.
+    With the foreground voxels each token holds as the priority this is the oracle, the label-reading bound
+    of STP; with ``spread_priority`` it is the evenly spaced subset of the grid, the no-learning baseline.
+    Tokens of equal priority (all-background ones for the oracle) are ordered by a random draw, fresh at every
+    training step and seeded with ``seed`` in eval mode, as ``RandomTokenPruning`` draws.
 
     Args:
         keep_ratio: fraction of the remaining tokens kept, in (0, 1].
@@ -274,12 +327,12 @@ class OracleTokenPruning(nn.Module):
         self.keep_ratio = keep_ratio
         self.seed = seed
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, foreground_voxels: torch.Tensor) -> PrunedTokens:
-        """(B, N, D), (B, N), (B, N) foreground voxels per token -> kept and pruned tokens (no logits)."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor) -> PrunedTokens:
+        """(B, N, D), (B, N), (B, N) whole-number priorities -> kept and pruned tokens (no logits)."""
         generator = None
         if not self.training and x.device.type != "meta":
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        # A tie-break in [0, 1) never outranks a whole voxel of foreground.
+        # A tie-break in [0, 1) never outranks a whole step of priority.
         tie_break = torch.rand(x.shape[:2], device=x.device, generator=generator)
-        priority = foreground_voxels.round().to(tie_break.dtype) + tie_break
-        return PrunedTokens(*_split(x, positions, _descending_order(priority), keep_count(x.shape[1], self.keep_ratio)))
+        ranked = priority.round().to(tie_break.dtype) + tie_break
+        return PrunedTokens(*_split(x, positions, _descending_order(ranked), keep_count(x.shape[1], self.keep_ratio)))

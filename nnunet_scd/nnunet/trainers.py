@@ -90,8 +90,11 @@ class nnUNetTrainerSCD(RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNe
     pooled_bottleneck: bool = False  # True: the authors' x8 decoder
     drop_path_rate: float | None = None  # None: the ViT size's
     token_selection: str = "stp"  # "random": the ablation that tells whether STP learns
+    context_fraction: float = 0.0  # share of each stage's kept tokens reserved for evenly spread context (STP)
+    sampler: str = "gumbel"  # STP's training-time top-k; "topk" selects as inference does
     # --- foreground guidance of the scorers: weight of their BCE next to nnU-Net's loss (0: the paper's STP) ---
     guidance_weight: float = 1.0
+    guidance_target: str = "foreground"  # what each scorer logit learns (model.guidance.GUIDANCE_TARGETS)
     token_base: int = 8  # token size along the finest axis; coarser spacing gets finer tokens
     token_size: tuple[int, ...] | None = None  # set to force one token size on every configuration
     max_tokens: int | None = 4096  # coarsen anisotropic tokens (up to token_base) beyond this many tokens
@@ -170,6 +173,9 @@ class nnUNetTrainerSCD(RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNe
             "skip_assembly": cls.skip_assembly,
             "pooled_bottleneck": cls.pooled_bottleneck,
             "token_selection": cls.token_selection,
+            # Only where set, so the records of existing slim plans still match their trainers.
+            **({"context_fraction": cls.context_fraction} if cls.context_fraction else {}),
+            **({"sampler": cls.sampler} if cls.sampler != "gumbel" else {}),
         }
 
     @classmethod
@@ -227,7 +233,7 @@ class nnUNetTrainerSCD(RecipeTraining, SeededTraining, EpochTimeBreakdown, nnUNe
         # Autocast only on CUDA, as nnU-Net does: on CPU it is slow and on MPS unsupported.
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.loss(self.network(data), target)
-            guidance = network.guidance_loss(*foreground_masks(target, self.label_manager)) \
+            guidance = network.guidance_loss(*foreground_masks(target, self.label_manager), self.guidance_target) \
                 if self.guidance_weight and network.scorer_logits else None
         total = loss if guidance is None else loss + self.guidance_weight * guidance
         if self.grad_scaler is not None:
@@ -450,6 +456,33 @@ class nnUNetTrainerSCD_Oracle(nnUNetTrainerSCD):
         super().perform_actual_validation(save_probabilities)
 
 
+class nnUNetTrainerSCD_EvenlySpaced(nnUNetTrainerSCD):
+    """The no-learning baseline: an evenly spread subset of the token grid at every stage (``stp.spread_priority``),
+    the same in training, at inference and in every sliding-window tile."""
+
+    token_selection = "evenly"
+
+
+class nnUNetTrainerSCD_BoundaryGuidance(nnUNetTrainerSCD):
+    """The scorers learn to rank tokens on an organ's surface (foreground and background in one token) above organ
+    interiors above background, instead of "holds any foreground"."""
+
+    guidance_target = "boundary"
+
+
+class nnUNetTrainerSCD_Context(nnUNetTrainerSCD):
+    """A reserved context budget: a quarter of each stage's kept tokens is evenly spread; the scorer picks the rest."""
+
+    context_fraction = 0.25
+
+
+class nnUNetTrainerSCD_TopKTraining(nnUNetTrainerSCD):
+    """The same selection rule in training as at inference: the scorer's deterministic top-k, without Gumbel noise
+    (the straight-through softmax mask stays)."""
+
+    sampler = "topk"
+
+
 class nnUNetTrainerSCD_NoGuidance(nnUNetTrainerSCD):
     """STP as the paper trains it: the scorer learns only from the task loss's straight-through gradient."""
 
@@ -612,6 +645,55 @@ class nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge(nnUNetTrainerSCD_Rand
 
 
 class nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge(nnUNetTrainerSCD_Oracle_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+# The scorer study (docs/studies/convergence.md): designs beside guidance, in the convergence study's regime.
+class nnUNetTrainerSCD_EvenlySpaced_Tiny(nnUNetTrainerSCD_EvenlySpaced):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_BoundaryGuidance_Tiny(nnUNetTrainerSCD_BoundaryGuidance):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_Context_Tiny(nnUNetTrainerSCD_Context):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_TopKTraining_Tiny(nnUNetTrainerSCD_TopKTraining):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_EvenlySpaced_Tiny_converge(nnUNetTrainerSCD_EvenlySpaced_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_BoundaryGuidance_Tiny_converge(nnUNetTrainerSCD_BoundaryGuidance_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_Context_Tiny_converge(nnUNetTrainerSCD_Context_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_TopKTraining_Tiny_converge(nnUNetTrainerSCD_TopKTraining_Tiny):
+    recipe = RECIPES["converge"]
+
+
+class nnUNetTrainerSCD_EvenlySpaced_keep0p1_Tiny_converge(nnUNetTrainerSCD_EvenlySpaced_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_BoundaryGuidance_keep0p1_Tiny_converge(nnUNetTrainerSCD_BoundaryGuidance_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_Context_keep0p1_Tiny_converge(nnUNetTrainerSCD_Context_Tiny_converge):
+    keep_ratios = (0.1, 0.1, 0.1)
+
+
+class nnUNetTrainerSCD_TopKTraining_keep0p1_Tiny_converge(nnUNetTrainerSCD_TopKTraining_Tiny_converge):
     keep_ratios = (0.1, 0.1, 0.1)
 
 

@@ -35,6 +35,17 @@ ARMS: tuple[Arm, ...] = (
     Arm("oracle@0.1", "nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge", 0.1, "most ground-truth foreground",
         label_free=False),
     Arm("nnU-Net", "nnUNetTrainer_converge", None, "stock nnU-Net, the dense arm's wall time"),
+    # The scorer designs beside guidance (the scorer issue), at both keep ratios.
+    Arm("evenly", "nnUNetTrainerSCD_EvenlySpaced_Tiny_converge", 0.25, "evenly spread subset of the grid"),
+    Arm("boundary", "nnUNetTrainerSCD_BoundaryGuidance_Tiny_converge", 0.25, "STP guided to organ surfaces"),
+    Arm("context", "nnUNetTrainerSCD_Context_Tiny_converge", 0.25, "guided STP, a quarter kept as even context"),
+    Arm("topk", "nnUNetTrainerSCD_TopKTraining_Tiny_converge", 0.25, "guided STP, top-k in training as at inference"),
+    Arm("evenly@0.1", "nnUNetTrainerSCD_EvenlySpaced_keep0p1_Tiny_converge", 0.1, "evenly spread subset of the grid"),
+    Arm("boundary@0.1", "nnUNetTrainerSCD_BoundaryGuidance_keep0p1_Tiny_converge", 0.1, "STP guided to organ surfaces"),
+    Arm("context@0.1", "nnUNetTrainerSCD_Context_keep0p1_Tiny_converge", 0.1,
+        "guided STP, a quarter kept as even context"),
+    Arm("topk@0.1", "nnUNetTrainerSCD_TopKTraining_keep0p1_Tiny_converge", 0.1,
+        "guided STP, top-k in training as at inference"),
 )
 
 
