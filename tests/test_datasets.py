@@ -369,3 +369,71 @@ def test_convert_btcv_command_on_an_unreadable_label_is_one_line_and_leaves_no_d
     assert last.startswith("nnunet-scd convert-btcv: ") and "label0003.nii.gz is truncated" in last
     assert "download it again" in last and "Traceback" not in err
     assert not (tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation").exists()
+
+
+# ---------------------------------------------------------------- refusals before any writing, and concurrent runs
+
+
+def test_synth_negative_seed_is_refused_by_name_and_leaves_no_folder(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    # Regression: numpy's vague "expected non-negative integer", after a phantom.json that blocked the next run.
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["synth", "--seed", "-5", "-o", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--seed: must be at least 0, got -5" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seed must be an integer of at least 0, got -5"):
+        write_phantom_dataset(tmp_path, dataset_id=980, num_cases=5, shape=SMALL, seed=-5)
+    assert not list(tmp_path.glob("Dataset980_*"))
+
+
+def test_synth_shape_too_large_for_memory_is_refused_before_writing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # Regression: a MemoryError traceback from numpy.
+    args = _parser().parse_args(["synth", "--shape", "3000", "3000", "3000", "-d", "981", "-o", str(tmp_path)])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GiB of memory" in err and "choose a smaller shape" in err
+    assert not list(tmp_path.glob("Dataset981_*"))
+
+
+def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consistent_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: two runs with different -n both exited 0 and left labelsTr and numTraining disagreeing.
+    import threading
+
+    from nnunet_scd.datasets import phantom
+
+    first_is_writing, release_first = threading.Event(), threading.Event()
+    real_generate = phantom.generate_phantom
+
+    def generate(*args, **kwargs):
+        if threading.current_thread().name == "first" and not release_first.is_set():
+            first_is_writing.set()
+            release_first.wait(30)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(phantom, "generate_phantom", generate)
+    errors: list[BaseException] = []
+
+    def run(num_cases: int) -> None:
+        try:
+            write_phantom_dataset(tmp_path, dataset_id=982, num_cases=num_cases, shape=(12, 24, 24))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    first = threading.Thread(target=run, args=(5,), name="first")
+    first.start()
+    assert first_is_writing.wait(30)
+    second = threading.Thread(target=run, args=(7,), name="second")
+    second.start()
+    second.join(1.0)
+    assert second.is_alive(), "the second run did not wait for the first"
+    release_first.set()
+    first.join(60)
+    second.join(60)
+    assert not errors
+    folder = tmp_path / "Dataset982_SCDPhantom"
+    assert len(list((folder / "labelsTr").glob("*.nii.gz"))) == 7
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 7
+    verify_dataset_integrity(str(folder), num_processes=1)
