@@ -437,3 +437,49 @@ def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consisten
     assert len(list((folder / "labelsTr").glob("*.nii.gz"))) == 7
     assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 7
     verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_convert_btcv_refuses_a_dataset017_it_did_not_make_unless_forced(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    # Regression: it rewrote the foreign folder's dataset.json and mixed its cases in.
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    theirs = tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation"
+    (theirs / "imagesTr").mkdir(parents=True)
+    (theirs / "imagesTr" / "their_case_0000.nii.gz").write_bytes(b"someone else's data")
+    (theirs / "dataset.json").write_text('{"name": "theirs"}')
+    args = _parser().parse_args(["convert-btcv", str(source), "-o", str(tmp_path / "raw")])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(theirs) in err and "not made by nnunet-scd convert-btcv" in err and "--force" in err
+    assert (theirs / "dataset.json").read_text() == '{"name": "theirs"}'
+    assert sorted(p.name for p in (theirs / "imagesTr").iterdir()) == ["their_case_0000.nii.gz"]
+
+    args = _parser().parse_args(["convert-btcv", str(source), "-o", str(tmp_path / "raw"), "--force"])
+    assert args.run(args) == 0
+    assert sorted(p.name for p in (theirs / "imagesTr").iterdir()) == ["img0001_0000.nii.gz", "img0002_0000.nii.gz"]
+    verify_dataset_integrity(str(theirs), num_processes=1)
+
+
+def test_convert_btcv_rerun_after_deleting_source_cases_equals_a_fresh_run(tmp_path: Path) -> None:
+    # Regression: cases deleted from the source stayed in imagesTr/labelsTr/imagesTs and in numTraining.
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2, 3), test=(61,))
+    folder = convert_btcv(source, tmp_path / "raw")
+    for path in ("Training/img/img0002.nii.gz", "Training/label/label0002.nii.gz", "Testing/img/img0061.nii.gz"):
+        (source / path).unlink()
+    convert_btcv(source, tmp_path / "raw")
+    fresh = convert_btcv(source, tmp_path / "fresh")
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    assert files(folder) == files(fresh)
+    assert sorted(json.loads((folder / "btcv_sources.json").read_text())) == ["img0001", "img0003"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_btcv_folder_with_two_names_for_one_case_is_refused(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    (source / "Training/img/img1.nii.gz").write_bytes((source / "Training/img/img0001.nii.gz").read_bytes())
+    with pytest.raises(BTCVFolderError, match=r"img0001\.nii\.gz and .*img1\.nii\.gz are both case 1"):
+        find_btcv_cases(source)
