@@ -424,12 +424,14 @@ def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consisten
 
     first = threading.Thread(target=run, args=(5,), name="first")
     first.start()
-    assert first_is_writing.wait(30)
     second = threading.Thread(target=run, args=(7,), name="second")
-    second.start()
-    second.join(1.0)
-    assert second.is_alive(), "the second run did not wait for the first"
-    release_first.set()
+    try:
+        assert first_is_writing.wait(30)
+        second.start()
+        second.join(1.0)
+        assert second.is_alive(), "the second run did not wait for the first"
+    finally:
+        release_first.set()
     first.join(60)
     second.join(60)
     assert not errors
