@@ -72,3 +72,13 @@ def test_bench_output_paths_that_cannot_be_written_are_refused_before_timing(
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--config", "tiny", "--json", str(tmp_path)])
     assert exit_info.value.code == 2 and "is a folder; give a file name" in capsys.readouterr().err
+
+
+def test_known_dependency_warnings_do_not_reach_the_command_output() -> None:
+    import sys
+
+    path = Path(__file__).parent.parent / "docs" / "bench" / "paper-btcv.json"
+    result = subprocess.run([sys.executable, "-m", "nnunet_scd.cli", "bench", "--from-json", str(path)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "FutureWarning" not in result.stderr
