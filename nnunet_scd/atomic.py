@@ -80,6 +80,8 @@ def folder_lock(folder: str | os.PathLike, on_wait: Callable[[str], None] | None
     yet, and must not hold files that nnU-Net or a "foreign folder" check would see. The kernel
     releases it when the process dies, so a killed run never blocks the next one. The lock file is
     left in place: removing it would let a waiting run lock a file that a third run no longer sees.
+    Once the lock is held, temporary files (``.tmp_*``) in the folder are removed: every writer of
+    the folder holds the lock, so they are leftovers of a run that was killed.
 
     Args:
         folder: the folder the block writes.
@@ -95,6 +97,16 @@ def folder_lock(folder: str | os.PathLike, on_wait: Callable[[str], None] | None
                 on_wait(f"waiting for another nnunet-scd run that is writing {folder} to finish")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            _remove_leftover_temporaries(folder)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftover_temporaries(folder: Path) -> None:
+    # Under the lock no other run writes here, so a temporary file in the folder is what a killed run
+    # (kill -9, power loss) left behind: its ``finally`` never ran.
+    if folder.is_dir():
+        for path in folder.glob(".tmp_*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)

@@ -141,16 +141,17 @@ def test_fewer_training_cases_than_five_folds_are_refused_before_writing(tmp_pat
     assert not (tmp_path / "Dataset994_SCDPhantom").exists()
 
 
-def test_a_run_leaves_the_temporary_files_of_another_run_alone(tmp_path: Path) -> None:
-    # Regression: every run deleted a shared .partial folder, so a second run sharing the dataset folder
-    # lost the file it was writing (FileNotFoundError).
+def test_a_run_removes_the_temporary_files_a_killed_run_left_and_nothing_else(tmp_path: Path) -> None:
+    # Every writer of a dataset folder holds its lock, so a .tmp_ file there is a leftover of a run killed
+    # with kill -9. A .partial folder (an older run's scratch, the subject of an earlier regression) is not ours.
     folder = write_phantom_dataset(tmp_path, dataset_id=995, num_cases=5, shape=SMALL)
     (folder / ".partial").mkdir()
-    theirs = [folder / ".partial" / "tmp_abc.nii.gz", folder / ".tmp_phantom_005.nii.gz.xyz.nii.gz"]
-    for path in theirs:
-        path.write_bytes(b"another run is writing this")
+    kept = folder / ".partial" / "tmp_abc.nii.gz"
+    kept.write_bytes(b"not ours")
+    leftover = folder / ".tmp_phantom_005.nii.gz.xyz.nii.gz"
+    leftover.write_bytes(b"a killed run was writing this")
     write_phantom_dataset(tmp_path, dataset_id=995, num_cases=6, shape=SMALL)
-    assert all(path.read_bytes() == b"another run is writing this" for path in theirs)
+    assert kept.read_bytes() == b"not ours" and not leftover.exists()
 
 
 def test_two_runs_writing_one_dataset_at_once_both_succeed(tmp_path: Path) -> None:
