@@ -62,7 +62,13 @@ def plans_identifier(text: str) -> str:
 
 def check_writable(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be written as a file (missing folders are created by the writers), or None."""
-    path = Path(path)
+    try:
+        return _why_not_writable(Path(path))
+    except OSError as error:  # a name the file system refuses (too long, ...)
+        return f"cannot use {str(path)[:80]!r}: {error.strerror or error}"
+
+
+def _why_not_writable(path: Path) -> str | None:
     if path.is_dir():
         return f"{path} is a folder; give a file name"
     if path.exists() and not os.access(path, os.W_OK):
