@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Planned {result.dataset_name} for ViT-{args.vit_size}: at most {record['token_budget']} tokens per patch "
           f"(set by {record['budget_bound']}; {args.gpu_memory:g} GiB){preset}.")
     _print_plans(plans)
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     print(f"Wrote {result.plans_file}")
     if args.compare:
         try:
