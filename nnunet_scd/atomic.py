@@ -3,17 +3,21 @@
 A file is written under a temporary name that is unique to this write, then renamed onto its
 target. An interrupted run therefore never leaves a half-written file under the final name, and
 two runs writing into one folder never share a temporary file: each removes only its own.
+
+A writer that fills a whole folder (a dataset) also holds ``folder_lock``, so that two runs never
+interleave their cases: the second waits for the first, then finds its work done or redoes it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_target", "write_text_atomic"]
+__all__ = ["atomic_target", "folder_lock", "write_text_atomic"]
 
 
 def _default_permissions(path: str) -> None:
@@ -66,3 +70,43 @@ def write_text_atomic(text: str, path: str | os.PathLike, exclusive: bool = Fals
     """Write ``text`` to ``path`` via a unique temporary file and a rename (``exclusive``: see ``atomic_target``)."""
     with atomic_target(path, exclusive=exclusive) as tmp, open(tmp, "w") as handle:
         handle.write(text)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` for the block; wait while another run holds it.
+
+    The lock is ``flock`` on ``.<name>.lock`` beside the folder, not in it: the folder may not exist
+    yet, and must not hold files that nnU-Net or a "foreign folder" check would see. The kernel
+    releases it when the process dies, so a killed run never blocks the next one. The lock file is
+    left in place: removing it would let a waiting run lock a file that a third run no longer sees.
+    Once the lock is held, temporary files (``.tmp_*``) in the folder are removed: every writer of
+    the folder holds the lock, so they are leftovers of a run that was killed.
+
+    Args:
+        folder: the folder the block writes.
+        on_wait: called with a line to show when another run holds the lock, before waiting for it.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"waiting for another nnunet-scd run that is writing {folder} to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            _remove_leftover_temporaries(folder)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftover_temporaries(folder: Path) -> None:
+    # Under the lock no other run writes here, so a temporary file in the folder is what a killed run
+    # (kill -9, power loss) left behind: its ``finally`` never ran.
+    if folder.is_dir():
+        for path in folder.glob(".tmp_*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 # Order is the order shown by --help.
@@ -37,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Warnings from dependencies that are known and harmless here; printed between progress lines they bury them.
+# timm's hrnet module applies torch.jit.interface, which torch deprecates, when timm's model registry imports it.
+_KNOWN_WARNINGS = ((FutureWarning, r"`torch\.jit\.interface` is deprecated"),)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # At the command level only: a library user of nnunet_scd keeps every warning.
+    for category, message in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

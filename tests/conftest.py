@@ -91,3 +91,28 @@ def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(name, str(tmp_path / name))
     monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
     return tmp_path
+
+
+class _RunsCode:
+    """Unpickles into a call of ``os.makedirs(marker)``: what any code a hostile checkpoint names could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return os.makedirs, (str(self.marker),)
+
+
+@pytest.fixture
+def code_running_checkpoint(tmp_path: Path) -> Callable[[Path], Path]:
+    """Write, at a given path, a checkpoint whose full unpickle creates a marker folder; returns the marker."""
+
+    def write(path: Path) -> Path:
+        marker = tmp_path / "code_ran"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"network_weights": {}, "trainer_name": "nnUNetTrainerSCD", "payload": _RunsCode(marker)}, path)
+        return marker
+
+    return write

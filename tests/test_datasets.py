@@ -141,16 +141,17 @@ def test_fewer_training_cases_than_five_folds_are_refused_before_writing(tmp_pat
     assert not (tmp_path / "Dataset994_SCDPhantom").exists()
 
 
-def test_a_run_leaves_the_temporary_files_of_another_run_alone(tmp_path: Path) -> None:
-    # Regression: every run deleted a shared .partial folder, so a second run sharing the dataset folder
-    # lost the file it was writing (FileNotFoundError).
+def test_a_run_removes_the_temporary_files_a_killed_run_left_and_nothing_else(tmp_path: Path) -> None:
+    # Every writer of a dataset folder holds its lock, so a .tmp_ file there is a leftover of a run killed
+    # with kill -9. A .partial folder (an older run's scratch, the subject of an earlier regression) is not ours.
     folder = write_phantom_dataset(tmp_path, dataset_id=995, num_cases=5, shape=SMALL)
     (folder / ".partial").mkdir()
-    theirs = [folder / ".partial" / "tmp_abc.nii.gz", folder / ".tmp_phantom_005.nii.gz.xyz.nii.gz"]
-    for path in theirs:
-        path.write_bytes(b"another run is writing this")
+    kept = folder / ".partial" / "tmp_abc.nii.gz"
+    kept.write_bytes(b"not ours")
+    leftover = folder / ".tmp_phantom_005.nii.gz.xyz.nii.gz"
+    leftover.write_bytes(b"a killed run was writing this")
     write_phantom_dataset(tmp_path, dataset_id=995, num_cases=6, shape=SMALL)
-    assert all(path.read_bytes() == b"another run is writing this" for path in theirs)
+    assert kept.read_bytes() == b"not ours" and not leftover.exists()
 
 
 def test_two_runs_writing_one_dataset_at_once_both_succeed(tmp_path: Path) -> None:
@@ -369,3 +370,119 @@ def test_convert_btcv_command_on_an_unreadable_label_is_one_line_and_leaves_no_d
     assert last.startswith("nnunet-scd convert-btcv: ") and "label0003.nii.gz is truncated" in last
     assert "download it again" in last and "Traceback" not in err
     assert not (tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation").exists()
+
+
+# ---------------------------------------------------------------- refusals before any writing, and concurrent runs
+
+
+def test_synth_negative_seed_is_refused_by_name_and_leaves_no_folder(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    # Regression: numpy's vague "expected non-negative integer", after a phantom.json that blocked the next run.
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["synth", "--seed", "-5", "-o", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--seed: must be at least 0, got -5" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seed must be an integer of at least 0, got -5"):
+        write_phantom_dataset(tmp_path, dataset_id=980, num_cases=5, shape=SMALL, seed=-5)
+    assert not list(tmp_path.glob("Dataset980_*"))
+
+
+def test_synth_shape_too_large_for_memory_is_refused_before_writing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # Regression: a MemoryError traceback from numpy.
+    args = _parser().parse_args(["synth", "--shape", "3000", "3000", "3000", "-d", "981", "-o", str(tmp_path)])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GiB of memory" in err and "choose a smaller shape" in err
+    assert not list(tmp_path.glob("Dataset981_*"))
+
+
+def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consistent_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: two runs with different -n both exited 0 and left labelsTr and numTraining disagreeing.
+    import threading
+
+    from nnunet_scd.datasets import phantom
+
+    first_is_writing, release_first = threading.Event(), threading.Event()
+    real_generate = phantom.generate_phantom
+
+    def generate(*args, **kwargs):
+        if threading.current_thread().name == "first" and not release_first.is_set():
+            first_is_writing.set()
+            release_first.wait(30)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(phantom, "generate_phantom", generate)
+    errors: list[BaseException] = []
+
+    def run(num_cases: int) -> None:
+        try:
+            write_phantom_dataset(tmp_path, dataset_id=982, num_cases=num_cases, shape=(12, 24, 24))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    first = threading.Thread(target=run, args=(5,), name="first")
+    first.start()
+    second = threading.Thread(target=run, args=(7,), name="second")
+    try:
+        assert first_is_writing.wait(30)
+        second.start()
+        second.join(1.0)
+        assert second.is_alive(), "the second run did not wait for the first"
+    finally:
+        release_first.set()
+    first.join(60)
+    second.join(60)
+    assert not errors
+    folder = tmp_path / "Dataset982_SCDPhantom"
+    assert len(list((folder / "labelsTr").glob("*.nii.gz"))) == 7
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 7
+    verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_convert_btcv_refuses_a_dataset017_it_did_not_make_unless_forced(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    # Regression: it rewrote the foreign folder's dataset.json and mixed its cases in.
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    theirs = tmp_path / "raw" / "Dataset017_AbdominalOrganSegmentation"
+    (theirs / "imagesTr").mkdir(parents=True)
+    (theirs / "imagesTr" / "their_case_0000.nii.gz").write_bytes(b"someone else's data")
+    (theirs / "dataset.json").write_text('{"name": "theirs"}')
+    args = _parser().parse_args(["convert-btcv", str(source), "-o", str(tmp_path / "raw")])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(theirs) in err and "not made by nnunet-scd convert-btcv" in err and "--force" in err
+    assert (theirs / "dataset.json").read_text() == '{"name": "theirs"}'
+    assert sorted(p.name for p in (theirs / "imagesTr").iterdir()) == ["their_case_0000.nii.gz"]
+
+    args = _parser().parse_args(["convert-btcv", str(source), "-o", str(tmp_path / "raw"), "--force"])
+    assert args.run(args) == 0
+    assert sorted(p.name for p in (theirs / "imagesTr").iterdir()) == ["img0001_0000.nii.gz", "img0002_0000.nii.gz"]
+    verify_dataset_integrity(str(theirs), num_processes=1)
+
+
+def test_convert_btcv_rerun_after_deleting_source_cases_equals_a_fresh_run(tmp_path: Path) -> None:
+    # Regression: cases deleted from the source stayed in imagesTr/labelsTr/imagesTs and in numTraining.
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2, 3), test=(61,))
+    folder = convert_btcv(source, tmp_path / "raw")
+    for path in ("Training/img/img0002.nii.gz", "Training/label/label0002.nii.gz", "Testing/img/img0061.nii.gz"):
+        (source / path).unlink()
+    convert_btcv(source, tmp_path / "raw")
+    fresh = convert_btcv(source, tmp_path / "fresh")
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    assert files(folder) == files(fresh)
+    assert sorted(json.loads((folder / "btcv_sources.json").read_text())) == ["img0001", "img0003"]
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
+    verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_btcv_folder_with_two_names_for_one_case_is_refused(tmp_path: Path) -> None:
+    source = _fake_btcv(tmp_path / "btcv", train=(1, 2), test=())
+    (source / "Training/img/img1.nii.gz").write_bytes((source / "Training/img/img0001.nii.gz").read_bytes())
+    with pytest.raises(BTCVFolderError, match=r"img0001\.nii\.gz and .*img1\.nii\.gz are both case 1"):
+        find_btcv_cases(source)

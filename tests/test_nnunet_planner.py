@@ -263,3 +263,17 @@ def test_plan_command_compare_needs_nnunets_default_plans_and_says_how_to_write_
     _dataset(nnunet_dirs, 18, (1.0, 1.0, 1.0), (64, 64, 64))
     assert main(["plan", "-d", "18", "--compare"]) == 2
     assert "nnUNetv2_plan_experiment -d Dataset018_Test" in capsys.readouterr().err
+
+
+def test_a_preset_says_when_it_pads_small_images_and_sets_the_2d_spacing(nnunet_dirs: Path) -> None:
+    # Regression: a preset silently padded images smaller than its patch and changed the 2d spacing.
+    from nnunet_scd.nnunet.planner import plan_dataset
+
+    _dataset(nnunet_dirs, 905, (3.0, 0.76, 0.76), (20, 100, 100))  # 30 x 51 x 51 voxels at 2 x 1.5 x 1.5 mm
+    result = plan_dataset(905, preset="paper-btcv")
+    assert result.plans["configurations"]["3d_fullres"]["patch_size"] == [96, 96, 96]
+    assert any("patch 96x96x96 is larger than the median image" in w and "padding" in w for w in result.warnings)
+    assert result.plans["configurations"]["2d"]["spacing"] == [1.5, 1.5]
+    assert any("also sets the 2d configuration's spacing to 1.5x1.5 mm" in w for w in result.warnings)
+    _dataset(nnunet_dirs, 906, (3.0, 0.76, 0.76), (20, 100, 100))
+    assert plan_dataset(906).warnings == ()

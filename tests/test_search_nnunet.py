@@ -250,3 +250,55 @@ def test_slim_refuses_zero_repeats(capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit):
         _run_slim(["-d", "1", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "--repeats", "0"])
     assert "--repeats: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_slim_refuses_a_checkpoint_whose_pickle_would_run_code(search_run: Path, code_running_checkpoint,
+                                                               capsys: pytest.CaptureFixture):
+    # Regression: slim loaded checkpoints with weights_only=False, so the file's code ran.
+    path = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    marker = code_running_checkpoint(path)
+    assert _run_slim(["-d", DATASET, "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "-tr", SEARCH]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint_final.pth holds pickled Python objects" in err
+    assert not marker.exists()
+
+
+def test_slim_budget_other_than_the_recorded_one_is_refused_not_ignored(search_run: Path):
+    # Regression: --budget 0.5 into plans derived at 0.7 silently reused the 0.7 widths.
+    first = _derive(budget=0.7)
+    weights = first.weights_file.read_bytes()
+    with pytest.raises(ValueError, match=r"derived at budget 0\.7, not 0\.5.*--rederive.*--plans-name"):
+        derive_slim_plans(DATASET, "3d_fullres", 0, 0.5, trainer_name=SEARCH, repeats=1,
+                          plans_name=first.plans_identifier)
+    assert first.weights_file.read_bytes() == weights
+    # The same budget still reuses the recorded widths, as every later fold does.
+    again = derive_slim_plans(DATASET, "3d_fullres", 0, 0.7, trainer_name=SEARCH, repeats=1,
+                              plans_name=first.plans_identifier)
+    assert again.reused_widths and again.widths == first.widths
+    rederived = derive_slim_plans(DATASET, "3d_fullres", 0, 0.5, trainer_name=SEARCH, repeats=1,
+                                  plans_name=first.plans_identifier, rederive=True)
+    assert not rederived.reused_widths
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--plans-name", "../escaped", "is not a plans identifier"),
+    ("-p", "a/b", "is not a plans identifier"),
+    ("-f", "-1", "must be at least 0"),
+])
+def test_slim_refuses_paths_as_identifiers_and_negative_folds(option: str, value: str, message: str,
+                                                              capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        _run_slim(["-d", "1", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_slim_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture):
+    # Regression: the JSON write failed with a traceback after the whole derivation and timing.
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        _run_slim(["-d", "1", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "--json",
+                   str(tmp_path / "a_file" / "slim.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--json: cannot create" in err and "a_file is a file, not a folder" in err

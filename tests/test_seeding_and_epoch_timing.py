@@ -102,3 +102,25 @@ def test_worker_seeds_reach_nnunets_own_loaders_whatever_the_mixin_order(
     assert train.seeds == worker_seeds(3, 0, 0, 2) and train.restarts == 1
     assert val.seeds == worker_seeds(3, 1, 0, 2) and val.restarts == 1
     assert next(trainer.dataloader_train) == 1
+
+
+@pytest.mark.parametrize("value", ["abc", str(2**64), "-3"])
+def test_a_bad_or_overflowing_seed_stops_the_training_in_one_line_naming_variable_value_and_range(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Regression: abc gave no range, and 2**64 passed here and overflowed in torch.manual_seed (a traceback).
+    class Base:
+        local_rank = 0
+
+        def initialize(self) -> None:
+            raise AssertionError("the training went on with a bad seed")
+
+    class Trainer(SeededTraining, Base):
+        pass
+
+    monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, value)
+    with pytest.raises(SystemExit) as exit_info:
+        Trainer().initialize()
+    message = str(exit_info.value.code)
+    assert len(message.splitlines()) == 1
+    assert f"{SEED_ENVIRONMENT_VARIABLE}={value!r}" in message and ">= 0 and <= 9223372036854775807" in message

@@ -12,6 +12,8 @@ from nnunet_scd.atomic import write_text_atomic
 
 __all__ = ["compute_ratios", "markdown_table", "plot_sweep", "read_json", "write_json"]
 
+# What a benchmark's --json holds besides the ratios, and markdown_table reads.
+_RESULT_KEYS = ("config", "dense", "sparse", "device", "backends", "repeats", "warmup")
 RATIO_KEYS = ("train_speedup", "infer_speedup", "flop_ratio", "train_flop_ratio", "train_mem_ratio")
 
 
@@ -104,8 +106,21 @@ def write_json(results: Mapping[str, Any], path: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """The results of :func:`write_json` as :func:`markdown_table` takes them."""
-    payload = json.loads(Path(path).read_text())
+    """The results of :func:`write_json` as :func:`markdown_table` takes them.
+
+    Raises:
+        ValueError: naming ``path``, when it is not JSON or not a bench result (a ``--whole-volume`` or
+            other command's JSON has no dense and sparse runs to tabulate).
+    """
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not JSON ({error}); give the --json file of an earlier nnunet-scd bench run") \
+            from None
+    missing = [k for k in _RESULT_KEYS if k not in payload] if isinstance(payload, dict) else list(_RESULT_KEYS)
+    if missing:
+        raise ValueError(f"{path} is not the --json file of an nnunet-scd bench run (it lacks {', '.join(missing)}); "
+                         "give that file instead")
     results = {k: v for k, v in payload.items() if k not in RATIO_KEYS}
     results["ratios"] = {k: payload[k] for k in RATIO_KEYS if k in payload}
     return results

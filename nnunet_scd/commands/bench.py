@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nnunet_scd.atomic import write_text_atomic
-from nnunet_scd.commands.arguments import float_at_least, int_at_least
+from nnunet_scd.commands.arguments import check_writable, float_at_least, int_at_least, writable_file
 
 # Kept here, not imported from nnunet_scd.bench, so that `--help` does not import torch.
 CONFIG_NAMES = ("paper-btcv", "paper-brats", "quick", "tiny", "paper")
@@ -59,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from nnunet_scd.bench.run import run_benchmark
 
     if args.from_json:
-        print(markdown_table(read_json(args.from_json)))
+        try:
+            print(markdown_table(read_json(args.from_json)))
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"error: --from-json: {error}") from None
+        except (KeyError, TypeError) as error:  # the right keys at the top, but not a bench run's values below
+            raise SystemExit(f"error: --from-json: {args.from_json} is not a complete nnunet-scd bench result "
+                             f"({type(error).__name__}: {error}); give the --json file of a bench run") from None
         return 0
     name = ALIASES.get(args.config, args.config)
     device = _device(args.device)
@@ -101,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
                               args.json)
         return 0
 
+    if args.plot and args.sweep and (problem := check_writable(args.plot)):
+        # Checked now, not after the minutes of timing whose plot it would lose.
+        raise SystemExit(f"error: --plot: {problem}; choose another path")
     repeats = args.repeats or DEFAULT_REPEATS[name]
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc="rounds", file=sys.stderr))
     results = run_benchmark(config, device, repeats, args.warmup, args.sweep, not args.no_memory, progress, log)
@@ -139,7 +148,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sweep", type=_keep_list, default=[1.0, 0.5, 0.25, 0.1],
                         help="keep ratios for the sweep, comma-separated; '' for none (default: 1,0.5,0.25,0.1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--json", type=writable_file, default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--plot", type=Path, default=Path("bench_speedup.png"), metavar="FILE",
                         help="speed-up vs keep ratio plot (default: bench_speedup.png)")
     parser.add_argument("--whole-volume", action="store_true",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"export nnUNet_extTrainer={trainer_shim_dir()}")
+    # Quoted, so that `eval "$(nnunet-scd env)"` keeps a path with spaces or shell characters whole.
+    print(f"export nnUNet_extTrainer={shlex.quote(str(trainer_shim_dir()))}")
     return 0
 
 

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from nnunet_scd.commands.arguments import float_at_least, int_at_least
+from nnunet_scd.commands.arguments import float_at_least, int_at_least, plans_identifier
 from nnunet_scd.nnunet.token_budget import PRESETS, SCD_PLANS
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres")  # what nnU-Net plans; the cascade inherits 3d_fullres
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Planned {result.dataset_name} for ViT-{args.vit_size}: at most {record['token_budget']} tokens per patch "
           f"(set by {record['budget_bound']}; {args.gpu_memory:g} GiB){preset}.")
     _print_plans(plans)
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     print(f"Wrote {result.plans_file}")
     if args.compare:
         try:
@@ -118,7 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="GPU memory to plan for, in GiB (default 8, as nnU-Net's planner)")
     parser.add_argument("--token-base", type=int_at_least(1), default=8,
                         help="token size along the finest axis, a power of two (default 8)")
-    parser.add_argument("--plans-name", default=SCD_PLANS, help=f"plans identifier to write (default {SCD_PLANS})")
+    parser.add_argument("--plans-name", type=plans_identifier, default=SCD_PLANS,
+                        help=f"plans identifier to write, a plain name (default {SCD_PLANS})")
     parser.add_argument("-np", "--num-processes", type=int_at_least(1), default=4,
                         help="processes for the fingerprint extraction, if it is needed (default 4)")
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCD",
@@ -126,7 +129,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", action="store_true",
                         help="also show patch, tokens and forward GFLOPs of the trainer's network on the default "
                              "plans and on the new plans")
-    parser.add_argument("--compare-with", default="nnUNetPlans", metavar="PLANS",
+    parser.add_argument("--compare-with", type=plans_identifier, default="nnUNetPlans", metavar="PLANS",
                         help="plans identifier --compare reads as the default (default nnUNetPlans)")
     parser.add_argument("--verbose", action="store_true", help="show nnU-Net's own planning printout")
     parser.set_defaults(run=run)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from nnunet_scd.atomic import write_text_atomic
-from nnunet_scd.commands.arguments import int_at_least
+from nnunet_scd.commands.arguments import int_at_least, plans_identifier, writable_file
 
 
 def _budget(text: str) -> float:
@@ -86,12 +86,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
     parser.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 3d_fullres")
-    parser.add_argument("-f", "--fold", type=int, required=True, help="fold of the search run")
+    parser.add_argument("-f", "--fold", type=int_at_least(0), required=True, help="fold of the search run")
     parser.add_argument("--budget", type=_budget, required=True,
                         help="fraction of the encoder's params and FLOPs kept, in (0, 1], e.g. 0.7")
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier of the search run")
-    parser.add_argument("--plans-name", default=None,
+    parser.add_argument("-p", "--plans", type=plans_identifier, default="nnUNetPlans",
+                        help="plans identifier of the search run")
+    parser.add_argument("--plans-name", type=plans_identifier, default=None,
                         help="identifier of the slim plans to write (default <plans>_slim<budget>, e.g. 0.7 -> 0p7)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
     parser.add_argument("--repeats", type=int_at_least(1), default=20,
@@ -104,5 +105,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uneven-heads", action="store_true",
                         help="keep exactly the channels above the global threshold, so heads of a block may differ in "
                              "width (default: each block's kept heads share one width, one attention call per block)")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write the widths and costs as JSON")
+    parser.add_argument("--json", type=writable_file, default=None, metavar="FILE",
+                        help="also write the widths and costs as JSON")
     parser.set_defaults(run=run)

@@ -43,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Write synthetic abdominal-CT-like volumes (7 organ labels in BTCV order: spleen, kidneys, "
             "gallbladder, liver, stomach, aorta; anisotropic spacing about 0.8 x 0.8 x 2.5 mm) as "
             "<raw>/Dataset<id>_<name> in nnU-Net v2 format. The same seed gives identical data; complete "
-            "cases are kept, so an interrupted run resumes."
+            "cases are kept, so an interrupted run resumes. A second run into the same dataset waits for the "
+            "first; a shape too large for the available memory is refused before anything is written."
         ),
     )
     parser.add_argument("-n", "--num-cases", default=12,
@@ -53,9 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="extra cases in imagesTs/labelsTs (default 0)")
     parser.add_argument("--shape", type=int_at_least(1), nargs=3, default=(48, 96, 96), metavar=("Z", "Y", "X"),
                         help="nominal image size in voxels, z y x; cases vary around it (default 48 96 96)")
-    parser.add_argument("-d", "--dataset-id", type=int, default=990, help="nnU-Net dataset id (default 990)")
+    parser.add_argument("-d", "--dataset-id", type=int_at_least(1, maximum=999), default=990,
+                        help="nnU-Net dataset id, 1 to 999 (default 990)")
     parser.add_argument("--name", default="SCDPhantom", help="dataset name after the id (default SCDPhantom)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, at least 0 (default 0)")
     parser.add_argument("-o", "--out", default=None,
                         help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
     parser.set_defaults(run=run)

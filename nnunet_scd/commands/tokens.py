@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from nnunet_scd.atomic import write_text_atomic
+from nnunet_scd.commands.arguments import UniqueValues, int_at_least, plans_identifier, writable_file
 
 
 def _mean_sd(values: Sequence[float | None]) -> str:
@@ -76,10 +77,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
-    parser.add_argument("-tr", "--trainers", nargs="+", required=True, help="one or more SCD trainer class names")
-    parser.add_argument("-f", "--folds", nargs="+", type=int, default=[0], help="folds (default 0)")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-tr", "--trainers", nargs="+", action=UniqueValues, required=True,
+                        help="one or more SCD trainer class names")
+    parser.add_argument("-f", "--folds", nargs="+", type=int_at_least(0), action=UniqueValues, default=[0],
+                        help="folds, each once (default 0)")
+    parser.add_argument("-p", "--plans", type=plans_identifier, default="nnUNetPlans",
+                        help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
-    parser.add_argument("--max-cases", type=int, default=None, help="at most this many validation cases per fold")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write every fold's figures as JSON")
+    parser.add_argument("--max-cases", type=int_at_least(1), default=None,
+                        help="at most this many validation cases per fold (at least 1)")
+    parser.add_argument("--json", type=writable_file, default=None, metavar="FILE",
+                        help="also write every fold's figures as JSON")
     parser.set_defaults(run=run)

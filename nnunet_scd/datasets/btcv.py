@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from tqdm import tqdm
 
+from nnunet_scd.atomic import folder_lock
 from nnunet_scd.datasets.raw import (
     FILE_ENDING,
     check_image_readable,
@@ -71,13 +73,22 @@ class BTCVCase:
     label: Path | None
 
 
-def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[str, Path]:
-    found = {}
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    """The files of ``folder`` by case number; two names of one number (img1, img0001) are refused."""
+    found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         match = pattern.fullmatch(path.name)
         if match:
-            found[match.group(1)] = path
+            number = int(match.group(1))
+            if number in found:
+                raise BTCVFolderError(f"{found[number]} and {path} are both case {number}; keep one of them")
+            found[number] = path
     return found
+
+
+def _identifier(image: Path) -> str:
+    # The image's own digits, so that the usual img0001.nii.gz keeps its name img0001.
+    return f"img{_IMAGE.fullmatch(image.name).group(1)}"
 
 
 def find_btcv_cases(raw_dir: str | Path) -> tuple[list[BTCVCase], list[BTCVCase]]:
@@ -101,17 +112,17 @@ def find_btcv_cases(raw_dir: str | Path) -> tuple[list[BTCVCase], list[BTCVCase]
     images, labels = _numbered(img_dir, _IMAGE), _numbered(label_dir, _LABEL)
     if not images:
         problems.append(f"no images named img0001.nii.gz, img0002.nii.gz, ... in {img_dir}")
-    problems += [f"image {images[n]} has no label {label_dir / f'label{n}.nii.gz'}"
+    problems += [f"image {images[n]} has no label {label_dir / f'label{n:04d}.nii.gz'}"
                  for n in sorted(images.keys() - labels.keys())]
-    problems += [f"label {labels[n]} has no image {img_dir / f'img{n}.nii.gz'}"
+    problems += [f"label {labels[n]} has no image {img_dir / f'img{n:04d}.nii.gz'}"
                  for n in sorted(labels.keys() - images.keys())]
     if problems:
         raise BTCVFolderError(f"{raw_dir} is incomplete:\n  - " + "\n  - ".join(problems))
-    training = [BTCVCase(f"img{n}", images[n], labels[n]) for n in sorted(images)]
+    training = [BTCVCase(_identifier(images[n]), images[n], labels[n]) for n in sorted(images)]
     test_dir = root / "Testing" / "img"
     tests = _numbered(test_dir, _IMAGE) if test_dir.is_dir() else {}
-    testing = [BTCVCase(f"img{n}", tests[n], None) for n in sorted(tests)]
-    clash = sorted({c.identifier for c in training} & {c.identifier for c in testing})
+    testing = [BTCVCase(_identifier(tests[n]), tests[n], None) for n in sorted(tests)]
+    clash = sorted(f"img{n:04d}" for n in images.keys() & tests.keys())
     if clash:
         raise BTCVFolderError(f"{raw_dir}: the same case number is both in Training and Testing: {clash}")
     return training, testing
@@ -180,32 +191,66 @@ def _convert_case(case: BTCVCase, image_out: Path, label_out: Path | None) -> No
     write_images_atomic(items)
 
 
-def convert_btcv(raw_dir: str | Path, raw_root: str | Path, progress: bool = False) -> Path:
+def _stale_outputs(folder: Path, wanted: set[Path]) -> list[Path]:
+    """Case files in ``folder`` that no source case makes: sources since deleted, or a taken-over folder's own."""
+    stale = []
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        if (folder / sub).is_dir():
+            stale += [p for p in sorted((folder / sub).iterdir()) if p.name.endswith(FILE_ENDING) and p not in wanted]
+    return stale
+
+
+def convert_btcv(raw_dir: str | Path, raw_root: str | Path, progress: bool = False, force: bool = False) -> Path:
     """Convert BTCV ``RawData`` into ``<raw_root>/Dataset017_AbdominalOrganSegmentation``; returns it.
 
     Every source file that needs converting is first read completely and checked (``_verify_sources``),
     so a truncated download or a wrong label stops the run before it writes anything. Cases already
     converted from the same source files (same size and modification time, recorded in
     ``btcv_sources.json``) are skipped, so an interrupted conversion resumes and a re-downloaded
-    file is converted again. ``dataset.json`` is written last: a folder without it is unfinished.
-    A failed first conversion removes the folder it created.
+    file is converted again; cases no longer in ``raw_dir`` are removed, so a rerun gives what a
+    fresh run gives. ``dataset.json`` is written last: a folder without it is unfinished. A failed
+    first conversion removes the folder it created.
+
+    ``btcv_sources.json``, written before any case, marks the folder as this converter's: a
+    Dataset017 folder without it came from elsewhere and is refused, unless ``force``, which replaces
+    its cases by BTCV's. A second run waits for the first (``folder_lock``).
     """
     training, testing = find_btcv_cases(raw_dir)
     folder = dataset_folder(Path(raw_root), BTCV_DATASET_ID, BTCV_DATASET_NAME)
+    on_wait = (lambda line: print(line, file=sys.stderr)) if progress else None
+    with folder_lock(folder, on_wait):
+        return _convert_locked(training, testing, folder, progress, force)
+
+
+def _convert_locked(training: list[BTCVCase], testing: list[BTCVCase], folder: Path, progress: bool,
+                    force: bool) -> Path:
     manifest_path = folder / _SOURCES_FILE
-    converted = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    todo = []
+    ours = manifest_path.is_file()
+    if not ours and folder.is_dir() and any(not p.name.startswith(".tmp_") for p in folder.iterdir()) and not force:
+        raise FileExistsError(
+            f"{folder} was not made by nnunet-scd convert-btcv (it has no {_SOURCES_FILE}); not touching it. Move it "
+            "away, or pass --force to replace its cases by the BTCV cases."
+        )
+    converted = json.loads(manifest_path.read_text()) if ours else {}
+    todo, wanted = [], set()
     for split, case in [("Tr", c) for c in training] + [("Ts", c) for c in testing]:
         outputs = [p for p in _outputs(folder, split, case) if p is not None]
+        wanted.update(outputs)
         if converted.get(case.identifier) != _stamp(case) or not all(p.is_file() for p in outputs):
             todo.append((split, case))
+    stale = _stale_outputs(folder, wanted)
     for _, case in tqdm(todo, desc="checking the BTCV files", unit="case", disable=not progress):
         _verify_sources(case)
 
     created = not folder.exists()
     try:
-        if todo:  # the folder is unfinished until every case is in again
+        if todo or stale or not ours:  # the folder is unfinished until every case is in again
             (folder / "dataset.json").unlink(missing_ok=True)
+        identifiers = {case.identifier for case in training + testing}
+        converted = {k: v for k, v in converted.items() if k in identifiers}
+        write_text_atomic(json.dumps(converted, indent=1), manifest_path)
+        for path in stale:
+            path.unlink()
         for split, case in tqdm(todo, desc=f"BTCV -> {folder.name}", unit="case", disable=not progress):
             _convert_case(case, *_outputs(folder, split, case))
             converted[case.identifier] = _stamp(case)

@@ -18,6 +18,10 @@ field of view is about 77 mm, so the torso is a miniature with realistic proport
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 from tqdm import tqdm
 
+from nnunet_scd.atomic import folder_lock
 from nnunet_scd.datasets.raw import (
     FILE_ENDING,
     MIN_TRAINING_CASES,
@@ -34,6 +39,11 @@ from nnunet_scd.datasets.raw import (
     write_text_atomic,
 )
 
+# Per-axis factors (min, max) a case's size varies by around the nominal shape (_sample_geometry).
+_SIZE_SPREAD = ((0.85, 1.15), (0.9, 1.1), (0.9, 1.1))
+# Peak memory of generate_phantom per voxel (float32 fields, masks, the blur), measured with tracemalloc
+# at about 40-56 bytes and rounded up for SimpleITK's copies when the case is written.
+_PEAK_BYTES_PER_VOXEL = 64
 # Bump when the generator's output changes, so cached datasets from older code are not reused.
 GENERATOR_VERSION = 1
 
@@ -121,9 +131,9 @@ def _sample_geometry(
     """Per-case image size (z, y, x) around the nominal one and spacing (x, y, z) around the nominal one."""
     nz, ny, nx = shape
     size = (
-        max(8, int(round(nz * rng.uniform(0.85, 1.15)))),
-        max(16, int(round(ny * rng.uniform(0.9, 1.1)))),
-        max(16, int(round(nx * rng.uniform(0.9, 1.1)))),
+        max(8, int(round(nz * rng.uniform(*_SIZE_SPREAD[0])))),
+        max(16, int(round(ny * rng.uniform(*_SIZE_SPREAD[1])))),
+        max(16, int(round(nx * rng.uniform(*_SIZE_SPREAD[2])))),
     )
     inplane = spacing[0] * rng.uniform(0.9, 1.1)
     return size, (inplane, inplane, spacing[2] * rng.choice([0.8, 1.0, 1.0, 1.2]))
@@ -247,6 +257,25 @@ def _case_rng(seed: int, split: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, split, index])
 
 
+def estimated_peak_bytes(shape: tuple[int, int, int]) -> int:
+    """Memory one case of nominal ``shape`` may need while it is generated (the largest size it varies to)."""
+    largest = (shape[0] * _SIZE_SPREAD[0][1], shape[1] * _SIZE_SPREAD[1][1], shape[2] * _SIZE_SPREAD[2][1])
+    return int(math.prod(largest) * _PEAK_BYTES_PER_VOXEL)
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def write_phantom_dataset(
     raw_root: str | Path,
     dataset_id: int = 990,
@@ -263,7 +292,8 @@ def write_phantom_dataset(
     Layout: ``imagesTr/phantom_NNN_0000.nii.gz``, ``labelsTr/phantom_NNN.nii.gz``, optional
     ``imagesTs``/``labelsTs``, ``dataset.json`` and ``phantom.json`` (parameters and per-case
     statistics). Cases already complete are kept, so an interrupted run resumes. A folder made
-    with other parameters is refused rather than mixed.
+    with other parameters is refused rather than mixed. Every argument is checked before anything
+    is written, and a second run into the same folder waits for the first (``folder_lock``).
     """
     if num_cases < MIN_TRAINING_CASES:
         raise ValueError(f"at least {MIN_TRAINING_CASES} training cases are needed, got {num_cases}: nnU-Net splits "
@@ -272,12 +302,31 @@ def write_phantom_dataset(
         raise ValueError(f"the number of test cases cannot be negative, got {num_test_cases}")
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes (z, y, x), each at least 8, got {shape}")
+    if seed < 0:  # numpy's generators take non-negative seeds only
+        raise ValueError(f"the seed must be an integer of at least 0, got {seed}")
+    needed, available = estimated_peak_bytes(shape), _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"a phantom of shape {tuple(shape)} (z, y, x) needs about {needed / 2**30:.1f} GiB of memory "
+                         f"to generate, but {available / 2**30:.1f} GiB are available; choose a smaller shape")
     folder = dataset_folder(Path(raw_root), dataset_id, name)
+    on_wait = (lambda line: print(line, file=sys.stderr)) if progress else None
+    with folder_lock(folder, on_wait):
+        created = not folder.exists()
+        try:
+            _write_phantom_cases(folder, num_cases, shape, seed, num_test_cases, spacing_xyz, progress)
+        except Exception:
+            if created:  # nothing of this run is worth keeping; an interrupt (not an Exception) keeps it to resume
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return folder
+
+
+def _write_phantom_cases(folder: Path, num_cases: int, shape: tuple[int, int, int], seed: int, num_test_cases: int,
+                         spacing_xyz: tuple[float, float, float], progress: bool) -> None:
     params = {"generator": f"nnunet_scd.datasets.phantom v{GENERATOR_VERSION}", "seed": int(seed),
               "shape_zyx": [int(s) for s in shape], "spacing_xyz": [float(s) for s in spacing_xyz]}
     manifest_path = folder / "phantom.json"
-    # Listed before the manifest is read, and other runs' temporary files ignored: a run that starts while
-    # another writes this dataset then sees that run's phantom.json, not a foreign folder.
+    # Temporary files are ignored: under the folder lock they can only be leftovers of a killed run.
     occupied = folder.is_dir() and any(not p.name.startswith(".tmp_") for p in folder.iterdir())
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     if manifest is not None and manifest.get("params") != params:
@@ -327,7 +376,8 @@ def write_phantom_dataset(
         description="Synthetic abdominal-CT-like phantoms from nnunet-scd (seeded, not patient data).",
         license="CC0 (synthetic)", converted_by="nnunet-scd synth",
     )
-    return folder
+
+
 
 
 def summarize(folder: str | Path) -> dict[str, float]:

@@ -7,6 +7,7 @@ new plans, so the token geometry the masks were learnt with is kept exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,18 @@ def derive_slim_plans(
             f"no search checkpoint {checkpoint_file}. Train it first: nnUNetv2_train {dataset} {configuration} {fold} "
             f"-tr {trainer_name} -p {plans} (or pass --checkpoint checkpoint_latest.pth / checkpoint_best.pth)."
         )
+    new_id = plans_name or plans_identifier(plans, budget)
+    preprocessed = _env_folder("nnUNet_preprocessed") / dataset_name
+    plans_file = preprocessed / f"{new_id}.json"
+    existed = plans_file.is_file()  # before reading: plans another run writes from now on must not be replaced
+    recorded = None if rederive else _recorded(plans_file, configuration, trainer_name)
+    if recorded is not None and not math.isclose(recorded["budget"], budget, rel_tol=1e-9):
+        # Reusing the recorded widths is right for another fold, but not when the budget asked for differs.
+        raise ValueError(
+            f"{plans_file} holds widths derived at budget {recorded['budget']:g}, not {budget:g}; every fold reuses "
+            f"them. Pass --rederive to derive widths at {budget:g} and replace those plans, or --plans-name to write "
+            "the slim plans of this budget under another name."
+        )
     plans_dict = json.loads((run / "plans.json").read_text())
     dataset_json = json.loads((run / "dataset.json").read_text())
     plans_manager = PlansManager(plans_dict)
@@ -206,11 +219,6 @@ def derive_slim_plans(
         ) from None
     network.eval()
 
-    new_id = plans_name or plans_identifier(plans, budget)
-    preprocessed = _env_folder("nnUNet_preprocessed") / dataset_name
-    plans_file = preprocessed / f"{new_id}.json"
-    existed = plans_file.is_file()  # before reading: plans another run writes from now on must not be replaced
-    recorded = None if rederive else _recorded(plans_file, configuration, trainer_name)
     keep = _keep_for(network, recorded, fold, budget, equal_heads)
     weights_dir = f"{new_id}_sliced_weights"
     if recorded is None:

@@ -78,6 +78,7 @@ class nnUNetPlannerSCD(ExperimentPlanner):
                          overwrite_target_spacing, suppress_transpose)
         self.vit_size = vit_size
         self.vit = VIT_SIZES[vit_size]
+        self.warnings: list[str] = []  # what a preset changes beyond the 3d_fullres geometry it pins
         self.token_base = token_base
         self.budget = token_budget(self.vit.embed_dim, self.vit.depth, self.vit.mlp_ratio, gpu_memory_target_in_gb)
         # Refuse before planning, so that no plans file is written: nnU-Net plans 2D data as (1, X, Y) volumes.
@@ -101,8 +102,21 @@ class nnUNetPlannerSCD(ExperimentPlanner):
         if pinned:
             tokens = TokenConfig(tuple(self.preset.token_size), tuple(self.preset.patch_size), cnn_patch)
             self.preset.token_config()  # refuses a preset whose patch is not a token multiple
+            median = [int(round(m)) for m in median_shape]
+            if any(p > m for p, m in zip(self.preset.patch_size, median)):
+                self.warnings.append(
+                    f"preset {self.preset.name}'s patch {'x'.join(map(str, self.preset.patch_size))} is larger than "
+                    f"the median image at its spacing ({'x'.join(map(str, median))} voxels): nnU-Net pads those "
+                    "images, so part of every patch is padding. Plan without --preset to fit the patch to the data."
+                )
         else:
             tokens = plan_token_geometry(spacing, median_shape, cnn_patch, self.budget.max_tokens, self.token_base)
+        if self.preset is not None and self.preset.target_spacing is not None and len(spacing) == 2:
+            self.warnings.append(
+                f"preset {self.preset.name}'s target spacing also sets the 2d configuration's spacing to "
+                f"{'x'.join(f'{s:g}' for s in spacing)} mm (nnU-Net plans every configuration at one target spacing). "
+                "Plan without --preset (another --plans-name) for nnU-Net's own 2d spacing."
+            )
         plan["patch_size"] = tuple(tokens.patch_size)
         plan["batch_size"] = memory_batch_size(tokens.num_tokens, plan["batch_size"], self.vit.embed_dim,
                                                self.vit.depth, self.vit.mlp_ratio, self.UNet_vram_target_GB)
@@ -134,6 +148,7 @@ class PlanResult:
     plans: dict[str, Any]
     plans_file: Path
     extracted_fingerprint: bool
+    warnings: tuple[str, ...] = ()
 
 
 def plan_dataset(
@@ -178,4 +193,5 @@ def plan_dataset(
         planner.plan_experiment()
     plans_file = Path(nnUNet_preprocessed) / dataset_name / f"{plans_name}.json"
     # What was written is what nnU-Net will read: JSON types, and any configuration kept from an earlier file.
-    return PlanResult(dataset_name, json.loads(plans_file.read_text()), plans_file, extracted)
+    return PlanResult(dataset_name, json.loads(plans_file.read_text()), plans_file, extracted,
+                      tuple(dict.fromkeys(planner.warnings)))

@@ -22,13 +22,20 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["SEED_ENVIRONMENT_VARIABLE", "SeededTraining", "resolve_seed", "seed_everything", "worker_seeds"]
+__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "SeededTraining", "resolve_seed", "seed_everything",
+           "worker_seeds"]
 
 SEED_ENVIRONMENT_VARIABLE = "nnUNet_SCD_seed"
+# torch.manual_seed takes at most 2**64 - 1, and the main process is seeded with seed + DDP rank.
+MAX_SEED = 2**63 - 1
 
 
 def resolve_seed(default: int | None) -> int | None:
-    """The run's seed: ``nnUNet_SCD_seed`` if set (an integer >= 0, or ``none``), else ``default``."""
+    """The run's seed: ``nnUNet_SCD_seed`` if set (an integer 0..MAX_SEED, or ``none``), else ``default``.
+
+    Raises:
+        ValueError: a one-line message naming the variable, its value and the accepted range.
+    """
     value = os.environ.get(SEED_ENVIRONMENT_VARIABLE, "").strip()
     if not value:
         return default
@@ -38,9 +45,9 @@ def resolve_seed(default: int | None) -> int | None:
         seed = int(value)
     except ValueError:
         seed = -1
-    if seed < 0:
-        raise ValueError(f"{SEED_ENVIRONMENT_VARIABLE}={value!r} is not a seed: set it to an integer >= 0, or to "
-                         "'none' for nnU-Net's unseeded runs.")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{SEED_ENVIRONMENT_VARIABLE}={value[:40]!r} is not a seed: set it to an integer >= 0 and "
+                         f"<= {MAX_SEED} (2**63 - 1), or to 'none' for nnU-Net's unseeded runs.")
     return seed
 
 
@@ -63,7 +70,11 @@ class SeededTraining:
     seed: int | None = 0
 
     def initialize(self) -> None:
-        self.run_seed = resolve_seed(self.seed)
+        try:
+            self.run_seed = resolve_seed(self.seed)
+        except ValueError as error:
+            # SystemExit: stock nnUNetv2_train prints its message alone, where any other exception ends in a traceback.
+            raise SystemExit(f"nnunet-scd: {error}") from None
         if self.run_seed is not None:
             seed_everything(self.run_seed + self.local_rank)
         self.print_to_log_file(f"Seed: {self.run_seed} (class attribute `seed`, or {SEED_ENVIRONMENT_VARIABLE})")

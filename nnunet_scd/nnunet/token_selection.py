@@ -20,6 +20,7 @@ from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.nnunet.checkpoints import check_checkpoint_readable
 from nnunet_scd.nnunet.predictor import load_predictor
 from nnunet_scd.unwrap import unwrap
 
@@ -53,6 +54,8 @@ def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "check
     fold_dir = Path(model_folder) / f"fold_{fold}"
     if not (fold_dir / checkpoint).is_file():
         raise FileNotFoundError(f"no {checkpoint} in {fold_dir}; train that fold first (nnUNetv2_train ... {fold}).")
+    # Before nnU-Net's predictor unpickles it fully: a corrupt file is then named, and one naming code never runs.
+    check_checkpoint_readable(fold_dir / checkpoint)
     predictor = load_predictor(Path(model_folder), fold, checkpoint)
     network = unwrap(predictor.network, core=True)
     if not getattr(network, "is_sparse", False):
