@@ -81,9 +81,11 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
         if len(free) >= 2:
             spread = max(r["dice_mean"] for r in free) - min(r["dice_mean"] for r in free)
             largest_sd = max(r["dice_sd"] for r in free)
+            # A seed sd needs two seeds: with fewer, the check cannot hold.
+            judged = all(len(r["seeds"]) >= 2 for r in free)
             report["checks"][f"selection matters at keep {keep}"] = {
-                "arms": [r["arm"] for r in free], "spread": spread, "largest_sd": largest_sd,
-                "holds": spread > 2 * largest_sd}
+                "arms": [r["arm"] for r in free], "spread": spread, "largest_sd": largest_sd, "judged": judged,
+                "holds": judged and spread > 2 * largest_sd}
     return report
 
 
@@ -115,9 +117,9 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
                          f"{PLATEAU_GAIN} in the last quarter of training): {'yes' if check['holds'] else 'NO'} "
                          f"(gain per seed: {gains})")
         else:
+            verdict = "yes" if check["holds"] else "NO" if check["judged"] else "not judged, an arm has one seed"
             lines.append(f"- **{name}** (best - worst mean Dice of {', '.join(check['arms'])} > 2 x the largest seed "
-                         f"sd): {'yes' if check['holds'] else 'NO'} (spread {check['spread']:.3f}, largest sd "
-                         f"{check['largest_sd']:.3f})")
+                         f"sd): {verdict} (spread {check['spread']:.3f}, largest sd {check['largest_sd']:.3f})")
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
