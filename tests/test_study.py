@@ -13,7 +13,7 @@ from nnunet_scd.demo.steps import Workspace
 from nnunet_scd.nnunet.recipes import RECIPES
 from nnunet_scd.studies import runner
 from nnunet_scd.studies.convergence import CONVERGENCE, Arm, StudySetting
-from nnunet_scd.studies.report import build_report, ema, last_quarter_gain, report_markdown
+from nnunet_scd.studies.report import build_report, last_quarter_gain, report_markdown
 from nnunet_scd.studies.results import ResultsFileError, append_record, load_records
 
 SETTING = StudySetting(name="unit", dataset_id=998, num_cases=6, shape_zyx=(8, 16, 16), seeds=(0, 1))
@@ -91,10 +91,6 @@ def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path)
 def test_an_unfinished_fold_is_named_with_how_to_continue(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="did not reach nnU-Net's final validation. Rerun the study"):
         runner.fold_record(Workspace(tmp_path, SETTING), SETTING, CONVERGENCE.arm("dense"), seed=0)
-
-
-def test_ema_is_nnunets_pseudo_dice_average() -> None:
-    assert ema([None, 1.0, 0.0]) == [None, 1.0, 0.9]
 
 
 def test_last_quarter_gain_compares_the_last_tenth_with_the_tenth_ending_at_three_quarters() -> None:
