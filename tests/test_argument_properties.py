@@ -44,7 +44,8 @@ VALUES = st.one_of(
 
 
 def test_every_subcommand_is_covered() -> None:
-    assert set(SUBPARSERS) == {"demo", "synth", "plan", "convert-btcv", "bench", "slim", "tokens", "env"}
+    assert set(SUBPARSERS) == {"demo", "study", "synth", "plan", "convert-btcv", "bench", "slim", "tokens",
+                               "env"}
 
 
 @pytest.mark.parametrize("command", sorted(SUBPARSERS))

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunet_scd.commands.arguments import int_at_least
+from nnunet_scd.commands.arguments import UniqueValues, int_at_least, writable_file
 
 DEFAULT_RESULTS = Path("docs/studies/convergence_results.jsonl")
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     setting = CONVERGENCE
     try:
         arms = [setting.arm(name) for name in args.arms] if args.arms else list(setting.arms)
-        seeds = sorted(set(args.seeds)) if args.seeds else list(setting.seeds)
+        seeds = sorted(args.seeds) if args.seeds else list(setting.seeds)
         if not args.report_only:
             run_study(Path(args.work_dir), setting, arms, seeds, args.results, device=args.device, jobs=args.jobs)
         records = [r for r in load_records(args.results) if r["setting"] == setting_id(setting)]
@@ -68,9 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     from nnunet_scd.studies.convergence import ARMS  # a table of names, no torch
 
-    parser.add_argument("--arms", nargs="+", metavar="ARM",
+    parser.add_argument("--arms", nargs="+", action=UniqueValues, metavar="ARM",
                         help=f"arms to run (default: all): {' '.join(a.name for a in ARMS)}")
-    parser.add_argument("--seeds", nargs="+", type=int_at_least(0), metavar="SEED",
+    parser.add_argument("--seeds", nargs="+", type=int_at_least(0), action=UniqueValues, metavar="SEED",
                         help="training seeds (default: 0 1 2)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="nnUNetv2_train's -device (default: cpu); the record says which device ran")
@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="trainings at once (default 1; on 2 CPU cores more only slows each run)")
     parser.add_argument("--work-dir", default="nnunet_scd_work/study", metavar="DIR",
                         help="phantoms, nnU-Net folders and logs (default: ./nnunet_scd_work/study)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="FILE",
+    parser.add_argument("--results", type=writable_file, default=DEFAULT_RESULTS, metavar="FILE",
                         help=f"the results file, one JSON line per run; the table and figure are written beside it "
                              f"(default: {DEFAULT_RESULTS})")
     parser.add_argument("--report-only", action="store_true",
