@@ -300,39 +300,33 @@ class RandomTokenPruning(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor | None = None) -> PrunedTokens:
         """(B, N, D), (B, N) -> kept and pruned tokens with their original positions (no logits; no priority)."""
+        return PrunedTokens(*_split(x, positions, _descending_order(self._draw(x)),
+                                    keep_count(x.shape[1], self.keep_ratio)))
+
+    def _draw(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) uniform noise: fresh in training, from a generator seeded with ``seed`` in eval mode."""
         generator = None
         if not self.training and x.device.type != "meta":  # a meta tensor (FLOP counting) has no values to draw
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        noise = torch.rand(x.shape[:2], device=x.device, generator=generator)
-        return PrunedTokens(*_split(x, positions, _descending_order(noise), keep_count(x.shape[1], self.keep_ratio)))
+        return torch.rand(x.shape[:2], device=x.device, generator=generator)
 
 
-class PriorityTokenPruning(nn.Module):
+class PriorityTokenPruning(RandomTokenPruning):
     """Keep the ``keep_count(N, keep_ratio)`` tokens that a given per-token priority ranks first.
 
     With the foreground voxels each token holds as the priority this is the oracle, the label-reading bound
     of STP; with ``spread_priority`` it is the evenly spaced subset of the grid, the no-learning baseline.
-    Tokens of equal priority (all-background ones for the oracle) are ordered by a random draw, fresh at every
-    training step and seeded with ``seed`` in eval mode, as ``RandomTokenPruning`` draws.
+    Tokens of equal priority (all-background ones for the oracle) are ordered by ``RandomTokenPruning``'s draw.
 
     Args:
         keep_ratio: fraction of the remaining tokens kept, in (0, 1].
         seed: seed of the eval-mode tie-breaking draw.
     """
 
-    def __init__(self, keep_ratio: float, seed: int = 0) -> None:
-        super().__init__()
-        if not 0.0 < keep_ratio <= 1.0:
-            raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
-        self.keep_ratio = keep_ratio
-        self.seed = seed
-
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor) -> PrunedTokens:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor | None = None) -> PrunedTokens:
         """(B, N, D), (B, N), (B, N) whole-number priorities -> kept and pruned tokens (no logits)."""
-        generator = None
-        if not self.training and x.device.type != "meta":
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        if priority is None:
+            raise ValueError("PriorityTokenPruning ranks tokens by a per-token priority; none was given.")
         # A tie-break in [0, 1) never outranks a whole step of priority.
-        tie_break = torch.rand(x.shape[:2], device=x.device, generator=generator)
-        ranked = priority.round().to(tie_break.dtype) + tie_break
+        ranked = priority.round().float() + self._draw(x)
         return PrunedTokens(*_split(x, positions, _descending_order(ranked), keep_count(x.shape[1], self.keep_ratio)))
