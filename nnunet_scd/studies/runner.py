@@ -33,7 +33,7 @@ __all__ = ["fold_record", "run_study", "setting_id", "write_default_splits"]
 
 
 def setting_id(setting: StudySetting) -> str:
-    """What a record must share to sit in one table: the study, its phantoms, fold and the arms' recipes."""
+    """What a record must share to sit in one table: the study, its phantoms and fold (each record keeps its recipe)."""
     return (f"{setting.name}: {setting.num_cases} phantoms {'x'.join(map(str, setting.shape_zyx))} (seed "
             f"{setting.seed}), {setting.configuration} fold {setting.fold}")
 
