@@ -114,11 +114,13 @@ def test_report_pairs_seeds_against_dense_and_runs_both_checks() -> None:
     check = report["checks"]["selection matters at keep 0.25"]
     assert check["arms"] == ["guided", "random"]  # the oracle is a bound, not a label-free rule
     assert check["spread"] == pytest.approx(0.13) and check["holds"]
+    assert (check["best"], check["worst"]) == ("guided", "random") and check["paired"] == pytest.approx([0.18, 0.08])
     single = build_report([r for r in records if r["seed"] == 0], arms)["checks"]["selection matters at keep 0.25"]
     assert not single["judged"] and not single["holds"]  # one seed has no sd to beat
     text = report_markdown(report)
     assert "| guided | 0.25 | 0, 1 | **0.735 ± 0.064** | -0.015 ± 0.007 |" in text
     assert "plateaued** (validation pseudo Dice gained under 0.01 in the last quarter of training): NO" in text
+    assert "guided - random paired by seed: +0.180, +0.080)" in text
 
 
 def test_report_only_rebuilds_table_and_figure_from_the_results_file(tmp_path: Path,

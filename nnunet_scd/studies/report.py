@@ -19,7 +19,7 @@ from nnunet_scd.studies.convergence import Arm
 
 __all__ = ["PLATEAU_GAIN", "build_report", "last_quarter_gain", "plot_curves", "report_markdown"]
 
-PLATEAU_GAIN = 0.01  # the most the last quarter of training may add to the dense arm's EMA pseudo Dice
+PLATEAU_GAIN = 0.01  # the most the last quarter of training may add to the dense arm's validation pseudo Dice
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -34,6 +34,11 @@ def last_quarter_gain(curve: Sequence[float | None]) -> float | None:
         return None
     window, three_quarters = max(1, len(values) // 10), (3 * len(values)) // 4
     return statistics.fmean(values[-window:]) - statistics.fmean(values[three_quarters - window:three_quarters])
+
+
+def _paired(runs: dict[int, dict[str, Any]], other: dict[int, dict[str, Any]]) -> list[float]:
+    """Per-seed differences of mean Dice, ``runs`` minus ``other``, over the seeds both have."""
+    return [runs[s]["dice_mean"] - other[s]["dice_mean"] for s in sorted(runs) if s in other]
 
 
 def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], reference: str = "dense") -> dict[str, Any]:
@@ -56,7 +61,7 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
         walls = [r["wall_seconds"] for r in runs.values() if r.get("wall_seconds")]
         row["wall_seconds_median"] = statistics.median(walls) if walls else None
         if name != reference and reference in by_arm:
-            paired = [runs[s]["dice_mean"] - by_arm[reference][s]["dice_mean"] for s in seeds if s in by_arm[reference]]
+            paired = _paired(runs, by_arm[reference])
             row["vs_reference"] = _mean_sd(paired) if paired else None
             row["vs_reference_per_seed"] = paired
         rows.append(row)
@@ -72,9 +77,12 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
             largest_sd = max(r["dice_sd"] for r in free)
             # A seed sd needs two seeds: with fewer, the check cannot hold.
             judged = all(len(r["seeds"]) >= 2 for r in free)
+            best = max(free, key=lambda r: r["dice_mean"])
+            worst = min(free, key=lambda r: r["dice_mean"])
             report["checks"][f"selection matters at keep {keep}"] = {
                 "arms": [r["arm"] for r in free], "spread": spread, "largest_sd": largest_sd, "judged": judged,
-                "holds": judged and spread > 2 * largest_sd}
+                "holds": judged and spread > 2 * largest_sd, "best": best["arm"], "worst": worst["arm"],
+                "paired": _paired(by_arm[best["arm"]], by_arm[worst["arm"]])}
     return report
 
 
@@ -108,7 +116,9 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
         else:
             verdict = "yes" if check["holds"] else "NO" if check["judged"] else "not judged, an arm has one seed"
             lines.append(f"- **{name}** (best - worst mean Dice of {', '.join(check['arms'])} > 2 x the largest seed "
-                         f"sd): {verdict} (spread {check['spread']:.3f}, largest sd {check['largest_sd']:.3f})")
+                         f"sd): {verdict} (spread {check['spread']:.3f}, largest sd {check['largest_sd']:.3f}; "
+                         f"{check['best']} - {check['worst']} paired by seed: "
+                         f"{', '.join(f'{d:+.3f}' for d in check['paired'])})")
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
