@@ -10,10 +10,10 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from nnunet_scd.bench.configs import ALIASES, CONFIGS
 from nnunet_scd.bench.report import markdown_table, read_json
 from nnunet_scd.bench.timing import config_flops, peak_training_memory
 from nnunet_scd.commands import bench
+from nnunet_scd.geometry import CONFIGS
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -57,13 +57,11 @@ def test_the_table_shows_the_papers_figures_beside_ours(tmp_path):
     assert "| 146.6 (SCD) |" in table
 
 
-def test_paper_configs_are_the_authors_runs_and_paper_is_an_alias():
+def test_paper_configs_are_the_authors_runs():
     btcv, brats = CONFIGS["paper-btcv"], CONFIGS["paper-brats"]
     assert (btcv.patch_size, btcv.keep_ratio, btcv.input_channels) == ((96,) * 3, 0.1, 1)
     assert (brats.patch_size, brats.keep_ratio, brats.input_channels) == ((128,) * 3, 0.25, 4)
     assert btcv.token_size == brats.token_size == (8, 8, 8)
-    assert ALIASES["paper"] == "paper-btcv"
-    assert _parse("--config", "paper").config == "paper"
 
 
 @pytest.mark.parametrize("name", ["paper-btcv", "paper-brats"])

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from nnunet_scd.commands.arguments import float_at_least, int_at_least, plans_identifier
-from nnunet_scd.nnunet.token_budget import PRESETS, SCD_PLANS
+from nnunet_scd.geometry import PRESETS
+from nnunet_scd.nnunet.token_budget import SCD_PLANS
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres")  # what nnU-Net plans; the cascade inherits 3d_fullres
 
