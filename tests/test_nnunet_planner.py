@@ -121,7 +121,7 @@ def test_planner_keeps_thick_slice_tokens_that_the_trainer_then_keeps(nnunet_dir
 
     from nnunet_scd.nnunet.planner import plan_dataset
     from nnunet_scd.nnunet.token_config import resolve_token_config
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD
+    from nnunet_scd.trainers.catalog import nnUNetTrainerSCD
 
     name = _dataset(nnunet_dirs, 901, (3.0, 0.7, 0.7), (100, 512, 512))
     result = plan_dataset(901)
@@ -155,7 +155,7 @@ def test_trainer_builds_its_network_from_the_planned_tokens(nnunet_dirs: Path) -
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_scd.nnunet.planner import plan_dataset
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny
+    from nnunet_scd.trainers.catalog import nnUNetTrainerSCD_Tiny
 
     _dataset(nnunet_dirs, 902, (5.0, 1.56, 1.56), (10, 246, 213))
     plans = plan_dataset(902, vit_size="Tiny").plans

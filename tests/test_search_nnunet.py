@@ -11,17 +11,20 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scd.commands import slim as slim_command
-from nnunet_scd.nnunet import derive_subnet, search_trainers
-from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
-from nnunet_scd.nnunet.search_trainers import (
+from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
+from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
+from nnunet_scd.search.plot import plot_mask_distribution
+from nnunet_scd.trainers import derive_slim
+from nnunet_scd.trainers.catalog import TRAINERS
+from nnunet_scd.trainers.derive_slim import derive_slim_plans
+from nnunet_scd.trainers.search import (
+    SearchTrainer,
+    SlimTrainer,
     nnUNetTrainerSCDSearch_Tiny,
     nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny,
     nnUNetTrainerSCDSlim_Tiny,
     nnUNetTrainerUNETRSlim_Tiny,
 )
-from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
-from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
-from nnunet_scd.search.plot import plot_mask_distribution
 
 DATASET = "Dataset991_Fake"
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
@@ -131,14 +134,13 @@ def test_slim_command_rejects_a_budget_outside_the_unit_interval(capsys: pytest.
     assert "(0, 1]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [n for n in search_trainers.__all__ if "Search" in n and n.startswith("nnUNet")])
+@pytest.mark.parametrize("name", [n for n, cls in TRAINERS.items() if issubclass(cls, SearchTrainer)])
 def test_every_search_trainer_names_a_slim_trainer_of_its_network_and_recipe(name: str):
-    search = getattr(search_trainers, name)
-    slim = getattr(search_trainers, search.slim_trainer)
-    assert issubclass(slim, search_trainers.SlimMixin) and slim.pixel_classifier
+    search = TRAINERS[name]
+    slim = TRAINERS[search.slim_trainer]
+    assert issubclass(slim, SlimTrainer) and slim.pixel_classifier
     assert slim.network_kwargs() == search.network_kwargs()
-    lengths = ("epochs", "iterations_per_epoch", "lr", "warmup_fraction", "mirroring")
-    assert [getattr(slim.recipe, k) for k in lengths] == [getattr(search.recipe, k) for k in lengths]
+    assert slim.recipe == search.recipe
 
 
 def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(search_run: Path):
@@ -147,7 +149,7 @@ def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(
     class MySearch(nnUNetTrainerSCDSearch_Tiny):  # inherits slim_trainer, but not the network it names
         keep_ratios = (0.5, 0.5, 0.5)
 
-    assert derive_subnet._slim_trainer(MySearch) is None
+    assert derive_slim._slim_trainer(MySearch) is None
 
 
 def test_mask_distribution_plot_is_written(tmp_path: Path, plans: dict):
