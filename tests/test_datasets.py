@@ -94,6 +94,7 @@ def test_images_vary_in_size_and_spacing_is_anisotropic_in_sitk_order(phantom_se
     assert len(shapes) > 1
 
 
+@pytest.mark.slow
 def test_dataset_json_is_accepted_by_nnunet(phantom_set: Path) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets

@@ -104,6 +104,7 @@ def _train_two_steps(rank: int, world_size: int, init_file: str, names: list[str
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_shipped_network_trains_two_steps_under_ddp(tmp_path: Path, plans: dict) -> None:
     init_file = tmp_path / "rendezvous"
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -116,6 +116,7 @@ def _dataset(root: Path, dataset_id: int, spacing: tuple, shape: tuple) -> str:
     return write_fingerprint_dataset(root / "raw", root / "preprocessed", dataset_id, "Test", spacing, shape)
 
 
+@pytest.mark.slow
 def test_planner_keeps_thick_slice_tokens_that_the_trainer_then_keeps(nnunet_dirs: Path) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -167,6 +168,7 @@ def test_trainer_builds_its_network_from_the_planned_tokens(nnunet_dirs: Path) -
     assert math.prod(net.token_grid) <= token_budget(**VIT_TINY).max_tokens
 
 
+@pytest.mark.slow
 def test_paper_btcv_preset_plans_96_cubed_at_the_papers_spacing(nnunet_dirs: Path) -> None:
     from nnunet_scd.nnunet.planner import plan_dataset
 
