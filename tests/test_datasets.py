@@ -398,6 +398,7 @@ def test_synth_shape_too_large_for_memory_is_refused_before_writing(tmp_path: Pa
     assert not list(tmp_path.glob("Dataset981_*"))
 
 
+@pytest.mark.slow
 def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consistent_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

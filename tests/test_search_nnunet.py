@@ -86,6 +86,7 @@ def test_slim_plans_rebuild_the_sliced_network_with_its_weights(search_run: Path
     torch.testing.assert_close(rebuilt.eval()(x), plain.eval()(x))
 
 
+@pytest.mark.slow
 def test_another_fold_reuses_the_recorded_widths(search_run: Path, plans: dict):
     first = _derive(fold=0)
     run = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
@@ -181,6 +182,7 @@ def _weights(result) -> dict[str, torch.Tensor]:
     return torch.load(result.weights_file, weights_only=True)
 
 
+@pytest.mark.slow
 def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(search_run: Path, plans: dict):
     # Regression: the rerun found the plans and fitted the widths with fit_keep, which ranks heads by their
     # L1, so it kept other channels than the first run and overwrote its weights.
@@ -202,6 +204,7 @@ def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(sear
     assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(derived, fitted))
 
 
+@pytest.mark.slow
 def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path, plans: dict):
     first = _weights(_derive())
     _save_search_checkpoint(search_run, plans, 0, seed=1)  # e.g. the search trained on, or --checkpoint best
@@ -265,6 +268,7 @@ def test_slim_refuses_a_checkpoint_whose_pickle_would_run_code(search_run: Path,
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_slim_budget_other_than_the_recorded_one_is_refused_not_ignored(search_run: Path):
     # Regression: --budget 0.5 into plans derived at 0.7 silently reused the 0.7 widths.
     first = _derive(budget=0.7)
