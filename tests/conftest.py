@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nnunet_scd import SCDNet
+from nnunet_scd.trainers.ext_trainer import TRAINER_SHIM_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,7 @@ def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """nnU-Net's three folders in ``tmp_path`` and our shim folder in nnUNet_extTrainer."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("nnUNet_extTrainer", str(REPO / "trainers"))
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINER_SHIM_DIR))
     return tmp_path
 
 

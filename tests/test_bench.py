@@ -10,10 +10,10 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from nnunet_scd.bench.configs import ALIASES, CONFIGS
 from nnunet_scd.bench.report import markdown_table, read_json
 from nnunet_scd.bench.timing import config_flops, peak_training_memory
 from nnunet_scd.commands import bench
+from nnunet_scd.geometry import CONFIGS
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -22,6 +22,7 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["bench", *argv])
 
 
+@pytest.mark.slow
 def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "speedup.png"
     args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "1,0.5",
@@ -42,6 +43,7 @@ def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path,
     assert capsys.readouterr().out == table
 
 
+@pytest.mark.slow
 def test_the_table_shows_the_papers_figures_beside_ours(tmp_path):
     out = tmp_path / "bench.json"
     args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "", "--no-memory",
@@ -57,13 +59,11 @@ def test_the_table_shows_the_papers_figures_beside_ours(tmp_path):
     assert "| 146.6 (SCD) |" in table
 
 
-def test_paper_configs_are_the_authors_runs_and_paper_is_an_alias():
+def test_paper_configs_are_the_authors_runs():
     btcv, brats = CONFIGS["paper-btcv"], CONFIGS["paper-brats"]
     assert (btcv.patch_size, btcv.keep_ratio, btcv.input_channels) == ((96,) * 3, 0.1, 1)
     assert (brats.patch_size, brats.keep_ratio, brats.input_channels) == ((128,) * 3, 0.25, 4)
     assert btcv.token_size == brats.token_size == (8, 8, 8)
-    assert ALIASES["paper"] == "paper-btcv"
-    assert _parse("--config", "paper").config == "paper"
 
 
 @pytest.mark.parametrize("name", ["paper-btcv", "paper-brats"])
@@ -80,6 +80,7 @@ def test_flops_shrink_with_the_keep_ratio_and_are_counted_without_arithmetic():
     assert config_flops(config, 0.5, training=True) > 2 * config_flops(config, 0.5, training=False)
 
 
+@pytest.mark.slow
 def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path):
     out = tmp_path / "wv.json"
     args = _parse("--config", "tiny", "--whole-volume", "--json", str(out), "--quiet")
@@ -116,6 +117,7 @@ def _own_peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
+@pytest.mark.slow
 def test_peak_memory_of_a_spawned_process_is_its_own_not_the_parents():
     # Regression: getrusage's ru_maxrss survives execve, so every spawned measurement reported the
     # benchmark process's own peak (dense and sparse both 9.03 GiB at the paper config).

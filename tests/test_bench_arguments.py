@@ -32,7 +32,7 @@ def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, cap
 
 
 def test_a_network_scdnet_refuses_is_a_one_line_error_before_timing():
-    from nnunet_scd.bench.configs import CONFIGS
+    from nnunet_scd.geometry import CONFIGS
 
     config = CONFIGS["tiny"].with_extra(completion_dim=7, completion_heads=2)
     with pytest.raises(SystemExit, match="not a valid SCDNet: completion width 7 is not divisible by its 2 heads"):
@@ -41,6 +41,6 @@ def test_a_network_scdnet_refuses_is_a_one_line_error_before_timing():
 
 def test_an_odd_completion_width_gets_a_network_with_heads_that_divide_it():
     # The issue's `--completion-dim 7` was a traceback; SCDNet now picks heads that divide the width.
-    from nnunet_scd.bench.configs import CONFIGS
+    from nnunet_scd.geometry import CONFIGS
 
     bench._check_network(CONFIGS["tiny"].with_extra(completion_dim=7))

@@ -74,6 +74,7 @@ def test_bench_output_paths_that_cannot_be_written_are_refused_before_timing(
     assert exit_info.value.code == 2 and "is a folder; give a file name" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_known_dependency_warnings_do_not_reach_the_command_output() -> None:
     import sys
 

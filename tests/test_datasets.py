@@ -94,6 +94,7 @@ def test_images_vary_in_size_and_spacing_is_anisotropic_in_sitk_order(phantom_se
     assert len(shapes) > 1
 
 
+@pytest.mark.slow
 def test_dataset_json_is_accepted_by_nnunet(phantom_set: Path) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
@@ -397,6 +398,7 @@ def test_synth_shape_too_large_for_memory_is_refused_before_writing(tmp_path: Pa
     assert not list(tmp_path.glob("Dataset981_*"))
 
 
+@pytest.mark.slow
 def test_second_synth_run_into_one_id_waits_for_the_first_and_leaves_a_consistent_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

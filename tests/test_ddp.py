@@ -19,9 +19,10 @@ import torch.multiprocessing as mp
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch.nn.parallel import DistributedDataParallel
 
-from nnunet_scd.nnunet import search_trainers, trainers
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY
 from nnunet_scd.search import mask_penalty
+from nnunet_scd.trainers import catalog
+from nnunet_scd.trainers.search import SearchTrainer, SlimTrainer
 from nnunet_scd.unwrap import unwrap
 
 PATCH, TOKENS, CLASSES = (8, 32, 32), (2, 8, 8), 3
@@ -44,12 +45,12 @@ TRAINERS = [
 
 
 def _trainer(name: str) -> type:
-    return getattr(search_trainers, name, None) or getattr(trainers, name)
+    return catalog.TRAINERS[name]
 
 
 def _plans(trainer: type, base: dict) -> dict:
     plans = copy.deepcopy(base)
-    if issubclass(trainer, search_trainers.SlimMixin):
+    if issubclass(trainer, SlimTrainer):
         plans["configurations"]["3d_fullres"][SLIM_PLANS_KEY] = {
             "budget": 0.5, "search_trainer": trainer.__name__.replace("Slim", "Search"), "source_plans": "nnUNetPlans",
             "network": json.loads(json.dumps(trainer.network_kwargs())), "blocks": SLIM_WIDTHS, "weights": "unused",
@@ -70,7 +71,7 @@ def _loss(name: str, network: torch.nn.Module, output: torch.Tensor, target: tor
     scd = unwrap(network, core=True)
     if trainer.guidance_weight and scd.scorer_logits:
         loss = loss + trainer.guidance_weight * scd.guidance_loss(target > 0)
-    if issubclass(trainer, search_trainers.SearchMixin):
+    if issubclass(trainer, SearchTrainer):
         loss = loss + mask_penalty(unwrap(network), trainer.attn_penalty, trainer.mlp_penalty)
     return loss
 
@@ -103,6 +104,7 @@ def _train_two_steps(rank: int, world_size: int, init_file: str, names: list[str
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_shipped_network_trains_two_steps_under_ddp(tmp_path: Path, plans: dict) -> None:
     init_file = tmp_path / "rendezvous"
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -187,22 +187,22 @@ def test_segmentation_and_throughput_figures_are_written(tmp_path: Path) -> None
 def test_demo_trainers_are_twins_next_to_stock_nnunet_with_one_budget() -> None:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_scd.demo import trainers
     from nnunet_scd.demo.config import DEFAULT, QUICK
-    from nnunet_scd.nnunet.seeding import SeededTraining
+    from nnunet_scd.trainers.base import RecipeTrainer
+    from nnunet_scd.trainers.catalog import TRAINERS
 
     for config in (DEFAULT, QUICK):
-        scd, dense, stock = (getattr(trainers, name) for name in config.trainers.values())
+        scd, dense, stock = (TRAINERS[name] for name in config.trainers.values())
         kwargs = scd.network_kwargs()
         assert (kwargs["embed_dim"], kwargs["depth"], kwargs["prune_after"]) == (192, 12, (3, 6, 9))
         assert dense.network_kwargs() == {**kwargs, "keep_ratios": None}
         for cls in (scd, dense):
             assert (cls.recipe.epochs, cls.recipe.iterations_per_epoch) == (config.budget.epochs,
                                                                             config.budget.iterations_per_epoch)
-        assert issubclass(stock, nnUNetTrainer) and issubclass(stock, SeededTraining)
+        assert issubclass(stock, nnUNetTrainer) and issubclass(stock, RecipeTrainer)
         assert (stock.recipe.epochs, stock.recipe.iterations_per_epoch, stock.recipe.val_iterations_per_epoch) == (
             config.budget.epochs, config.budget.iterations_per_epoch, config.budget.val_iterations_per_epoch)
-        assert stock.recipe.lr is None  # stock nnU-Net keeps its own optimiser
+        assert stock.recipe.optimizer is None  # stock nnU-Net keeps its own optimiser
     assert DEFAULT.budget.train_iterations > QUICK.budget.train_iterations
 
 

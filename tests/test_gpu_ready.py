@@ -88,6 +88,7 @@ def test_vit_b_attention_heads_are_64_wide_in_the_encoder_and_the_completion():
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="inductor needs a C++ compiler on CPU")
+@pytest.mark.slow
 def test_scdnet_compiles_with_inductor_in_one_graph(tiny_scdnet):
     # nnU-Net compiles the network by default on CUDA. Inductor's CPU backend exercises the same tracing and
     # autograd: one graph without breaks, eager's outputs in eval mode, and a gradient for every parameter.

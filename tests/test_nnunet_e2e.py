@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny_cpuSmoke
+from nnunet_scd.trainers.catalog import nnUNetTrainerSCD_Tiny_cpuSmoke
+from nnunet_scd.trainers.ext_trainer import TRAINER_SHIM_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         nnUNet_raw=str(root / "raw"),
         nnUNet_preprocessed=str(root / "preprocessed"),
         nnUNet_results=str(root / "results"),
-        nnUNet_extTrainer=str(REPO / "trainers"),
+        nnUNet_extTrainer=str(TRAINER_SHIM_DIR),
         nnUNet_n_proc_DA="1",
         nnUNet_def_n_proc="1",
         nnUNet_compile="0",

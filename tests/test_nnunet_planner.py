@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_scd.nnunet.token_budget import (
-    PRESETS,
-    memory_batch_size,
-    plan_token_geometry,
-    token_budget,
-)
+from nnunet_scd.geometry import PRESETS, PlanPreset
+from nnunet_scd.nnunet.token_budget import memory_batch_size, plan_token_geometry, token_budget
+from nnunet_scd.nnunet.token_config import TokenConfig
 
 VIT_B = dict(embed_dim=768, depth=12, mlp_ratio=4.0)
 VIT_TINY = dict(embed_dim=192, depth=6, mlp_ratio=4.0)
@@ -90,11 +87,17 @@ def test_memory_lowers_the_batch_but_never_below_two_or_above_nnunets() -> None:
 
 
 def test_paper_presets_give_the_papers_crops_and_token_counts() -> None:
-    btcv = PRESETS["paper-btcv"].token_config()
-    assert btcv.patch_size == (96, 96, 96) and btcv.token_size == (8, 8, 8) and btcv.num_tokens == 1728
-    assert PRESETS["paper-btcv"].target_spacing == (2.0, 1.5, 1.5)  # z first: 1.5 x 1.5 x 2.0 mm in (x, y, z)
-    brats = PRESETS["paper-brats"].token_config()
-    assert brats.patch_size == (128, 128, 128) and brats.num_tokens == 4096
+    btcv, brats = PRESETS["paper-btcv"], PRESETS["paper-brats"]
+    assert btcv.patch_size == (96, 96, 96) and btcv.token_size == (8, 8, 8)
+    assert TokenConfig(btcv.token_size, btcv.patch_size, btcv.patch_size).num_tokens == 1728
+    assert btcv.target_spacing == (2.0, 1.5, 1.5)  # z first: 1.5 x 1.5 x 2.0 mm in (x, y, z)
+    assert brats.patch_size == (128, 128, 128)
+    assert TokenConfig(brats.token_size, brats.patch_size, brats.patch_size).num_tokens == 4096
+
+
+def test_a_preset_whose_patch_is_not_a_token_multiple_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a multiple of the token size"):
+        PlanPreset("odd", (96, 96, 90), (8, 8, 8))
 
 
 # ---------------------------------------------------------------- the planner inside nnU-Net
@@ -113,12 +116,13 @@ def _dataset(root: Path, dataset_id: int, spacing: tuple, shape: tuple) -> str:
     return write_fingerprint_dataset(root / "raw", root / "preprocessed", dataset_id, "Test", spacing, shape)
 
 
+@pytest.mark.slow
 def test_planner_keeps_thick_slice_tokens_that_the_trainer_then_keeps(nnunet_dirs: Path) -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_scd.nnunet.planner import plan_dataset
     from nnunet_scd.nnunet.token_config import resolve_token_config
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD
+    from nnunet_scd.trainers.catalog import nnUNetTrainerSCD
 
     name = _dataset(nnunet_dirs, 901, (3.0, 0.7, 0.7), (100, 512, 512))
     result = plan_dataset(901)
@@ -152,7 +156,7 @@ def test_trainer_builds_its_network_from_the_planned_tokens(nnunet_dirs: Path) -
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_scd.nnunet.planner import plan_dataset
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD_Tiny
+    from nnunet_scd.trainers.catalog import nnUNetTrainerSCD_Tiny
 
     _dataset(nnunet_dirs, 902, (5.0, 1.56, 1.56), (10, 246, 213))
     plans = plan_dataset(902, vit_size="Tiny").plans
@@ -164,6 +168,7 @@ def test_trainer_builds_its_network_from_the_planned_tokens(nnunet_dirs: Path) -
     assert math.prod(net.token_grid) <= token_budget(**VIT_TINY).max_tokens
 
 
+@pytest.mark.slow
 def test_paper_btcv_preset_plans_96_cubed_at_the_papers_spacing(nnunet_dirs: Path) -> None:
     from nnunet_scd.nnunet.planner import plan_dataset
 
@@ -238,7 +243,7 @@ def test_plan_command_refuses_an_unknown_vit_size(nnunet_dirs: Path, capsys: pyt
 
     _dataset(nnunet_dirs, 906, (1.0, 1.0, 1.0), (64, 64, 64))
     assert main(["plan", "-d", "906", "--vit-size", "L"]) == 2
-    from nnunet_scd.nnunet.trainers import VIT_SIZES
+    from nnunet_scd.geometry import VIT_SIZES
 
     assert f"unknown ViT size 'L'; choose one of {sorted(VIT_SIZES)}" in capsys.readouterr().err
 

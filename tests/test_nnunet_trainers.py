@@ -5,19 +5,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from nnunet_scd.nnunet import trainers as tr
-from nnunet_scd.nnunet.epoch_timing import parse_epoch_breakdowns
-from nnunet_scd.nnunet.optim import WarmupPolyLRScheduler
-from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE
 from nnunet_scd.nnunet.token_config import PLANS_KEY
+from nnunet_scd.trainers import catalog as tr
+from nnunet_scd.trainers.epoch_timing import parse_epoch_breakdowns
+from nnunet_scd.trainers.optim import WarmupPolyLRScheduler
+from nnunet_scd.trainers.recipe import LENGTHS
+from nnunet_scd.trainers.seeding import SEED_ENVIRONMENT_VARIABLE
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET_JSON = {
     "channel_names": {"0": "CT"},
     "labels": {"background": 0, "liver": 1, "spleen": 2},
@@ -45,45 +44,29 @@ def build(cls: type, plans: dict, configuration: str, deep_supervision: bool) ->
     )
 
 
-def _shipped_trainers() -> dict[str, type]:
-    """Every trainer class the trainer modules define, by name (what the shim re-exports)."""
-    from nnunet_scd.demo import trainers as demo_trainers
-    from nnunet_scd.nnunet import search_trainers
-
-    modules = (tr, search_trainers, demo_trainers)
-    return {n: getattr(m, n) for m in modules for n in tr.defined_trainers(vars(m))}
-
-
-SHIPPED = _shipped_trainers()
 PUBLIC_API = ("nnUNetTrainerSCD", "nnUNetTrainerUNETR", "nnUNetTrainerSCD_MIM", "nnUNetTrainerSCDSearch",
               "nnUNetTrainerSCDSlim", "nnUNetTrainerSCD_RandomPruning")
 
 
-def test_readme_trainer_table_lists_exactly_the_shipped_trainers() -> None:
-    readme = (REPO / "README.md").read_text()
-    table = readme.split("### Trainers\n", 1)[1].split("\n\n| trainer |", 1)[1].split("\n\n", 1)[0]
-    assert set(re.findall(r"`(nnUNetTrainer\w*)`", table)) == set(SHIPPED)
-    assert {*PUBLIC_API, *(f"{n}_Tiny" for n in PUBLIC_API)} <= set(SHIPPED)
-
-
-@pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_nnunet_finds_the_trainer_by_name_through_the_shim_folder(nnunet_env: Path, name: str) -> None:
+def test_nnunet_finds_every_shipped_trainer_by_name_through_the_shim_folder(nnunet_env: Path) -> None:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    # As nnUNetv2_train and nnUNetv2_predict look it up: nnU-Net's own trainers first, then nnUNet_extTrainer.
-    found = recursive_find_trainer_class_by_name(name)
-    assert found.__name__ == name and found.__module__ == SHIPPED[name].__module__
+    assert {*PUBLIC_API, *(f"{n}_Tiny" for n in PUBLIC_API)} <= set(tr.TRAINERS)
+    # As nnUNetv2_train and nnUNetv2_predict look each up: nnU-Net's own trainers first, then nnUNet_extTrainer.
+    found = {name: recursive_find_trainer_class_by_name(name) for name in tr.TRAINERS}
+    assert found == tr.TRAINERS
+    assert all(cls.__name__ == name and cls.__qualname__ == name for name, cls in found.items())
 
 
 def test_the_shim_folder_is_what_nnunet_ext_trainer_must_list(nnunet_env: Path) -> None:
-    from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
+    from nnunet_scd.trainers.ext_trainer import TRAINER_SHIM_DIR, ext_trainer_status
 
     assert ext_trainer_status() is None
-    assert [p.name for p in (REPO / "trainers").glob("*.py")] == ["nnunet_scd_trainers.py"]
+    assert [p.name for p in TRAINER_SHIM_DIR.glob("*.py")] == ["nnunet_scd_trainers.py"]
 
 
 def test_missing_ext_trainer_variable_gets_our_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
+    from nnunet_scd.trainers.ext_trainer import ext_trainer_status
 
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     message = ext_trainer_status()
@@ -145,7 +128,8 @@ def test_variants_change_only_what_their_name_says() -> None:
     tiny = tr.nnUNetTrainerSCD_Tiny.network_kwargs()
     assert tr.nnUNetTrainerUNETR_Tiny.network_kwargs() == {**tiny, "keep_ratios": None}
     assert tr.nnUNetTrainerSCD_Tiny_5epochs.network_kwargs() == tiny
-    assert tr.nnUNetTrainerSCD_Tiny_5epochs.recipe == tr.RECIPES["5epochs"] and tr.RECIPES["5epochs"].epochs == 5
+    five = tr.nnUNetTrainerSCD_Tiny_5epochs.recipe
+    assert five == LENGTHS["5epochs"].apply(tr.nnUNetTrainerSCD_Tiny.recipe) and five.epochs == 5
 
 
 @pytest.mark.parametrize("cls, lr, warmup", [
@@ -159,7 +143,7 @@ def test_a_recipe_row_sets_length_checkpoints_mirroring_and_lr(nnunet_env: Path,
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch,
             trainer.save_every) == (recipe.epochs, recipe.iterations_per_epoch, recipe.val_iterations_per_epoch,
                                     recipe.checkpoint_every)
-    assert trainer.initial_lr == pytest.approx(lr) and trainer.warmup_fraction == warmup
+    assert trainer.initial_lr == pytest.approx(lr) and trainer.recipe.optimizer.warmup_fraction == warmup
     *_, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert mirror_axes is None and trainer.inference_allowed_mirroring_axes is None
     mirrored = make_trainer(tr.nnUNetTrainerSCD_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
@@ -204,9 +188,7 @@ def test_recipe_adamw_without_decay_on_embeddings_and_biases(nnunet_env: Path, m
 
 
 def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_env: Path, make_trainer) -> None:
-    from nnunet_scd.nnunet import search_trainers as st
-
-    cls = st.nnUNetTrainerUNETRSearch_Tiny_cpuShort
+    cls = tr.nnUNetTrainerUNETRSearch_Tiny_cpuShort
     trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
     trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
     optimizer, scheduler = trainer.configure_optimizers()
@@ -215,7 +197,7 @@ def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_en
     by_id = {id(p): n for n, p in trainer.network.named_parameters()}
     assert {by_id[id(p)] for p in masks["params"]} == mask_names and len(mask_names) == 2 * 6
     assert not any(by_id[id(p)] in mask_names for g in weights for p in g["params"])
-    assert masks["weight_decay"] == 0.0 and masks["lr_scale"] == cls.recipe.mask_lr_scale == 10.0
+    assert masks["weight_decay"] == 0.0 and masks["lr_scale"] == cls.recipe.optimizer.mask_lr_scale == 10.0
     scheduler.step(3)
     assert masks["lr"] == pytest.approx(10 * weights[0]["lr"]) and weights[0]["lr"] == pytest.approx(
         scheduler.lr_at(3))
@@ -232,7 +214,7 @@ def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path, mak
     assert torch.isfinite(torch.as_tensor(out["loss"]))
     assert not torch.equal(before, trainer.network.patch_embed.proj.weight)
     norm = torch.nn.utils.get_total_norm([p.grad for p in trainer.network.parameters() if p.grad is not None])
-    assert norm <= trainer.grad_clip + 1e-4
+    assert norm <= trainer.recipe.optimizer.grad_clip + 1e-4
 
 
 def test_warmup_then_poly_schedule_is_stateless_in_the_epoch() -> None:
@@ -342,13 +324,13 @@ def test_random_pruning_and_no_guidance_trainers_change_only_their_one_thing() -
     for name in ("nnUNetTrainerSCD_keep0p1_Tiny_cpuStudy", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_cpuStudy"):
         cls = getattr(tr, name)
         assert cls.keep_ratios == (0.1, 0.1, 0.1) and cls.recipe.epochs * cls.recipe.iterations_per_epoch == 360
-        assert (cls.recipe.lr, cls.recipe.warmup_fraction) == (None, None)  # the shipped lr and warm-up share
+        assert cls.recipe.optimizer == tr.nnUNetTrainerSCD_Tiny.recipe.optimizer  # the shipped lr and warm-up share
 
 
 def test_foreground_masks_follow_labels_ignore_label_and_regions() -> None:
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    from nnunet_scd.nnunet.token_diagnostics import foreground_masks
+    from nnunet_scd.trainers.token_diagnostics import foreground_masks
 
     labels = torch.tensor([0, 1, 2, 3]).reshape(1, 1, 4)
     fg, valid = foreground_masks(labels, LabelManager({"background": 0, "a": 1, "b": 2, "c": 3}, None))
@@ -462,10 +444,11 @@ def test_zhou2023_trainers_carry_the_authors_network_and_recipe(nnunet_env: Path
     assert brats.network_kwargs() == {**btcv.network_kwargs(), "keep_ratios": (0.25, 0.25, 0.25)}
     assert tr.nnUNetTrainerSCD_Zhou2023_Tiny.network_kwargs()["drop_path_rate"] == 0.1
     for cls in (btcv, brats, tr.nnUNetTrainerSCD_Zhou2023Recipe):
-        assert (cls.betas, cls.wd, cls.layer_decay, cls.lr_schedule, cls.grad_clip) == ((0.9, 0.95), 0.05, 0.75,
-                                                                                        "cosine", None)
+        adamw = cls.recipe.optimizer
+        assert (adamw.betas, adamw.weight_decay, adamw.layer_decay, adamw.schedule, adamw.grad_clip) == (
+            (0.9, 0.95), 0.05, 0.75, "cosine", None)
     assert btcv.guidance_weight == 0.0 and tr.nnUNetTrainerSCD_Zhou2023Recipe.guidance_weight == 1.0
-    assert (btcv.warmup_fraction, brats.warmup_fraction) == (0.01, 13 / 533)
+    assert (btcv.recipe.optimizer.warmup_fraction, brats.recipe.optimizer.warmup_fraction) == (0.01, 13 / 533)
     trainer = make_trainer(tr.nnUNetTrainerSCD_Zhou2023_Tiny, [16, 32, 32], [1.0, 1.0, 1.0])
     assert trainer.initial_lr == pytest.approx(1.72e-2 * 2 / 256)  # 1.3e-4 at nnU-Net's batch 2, as their README
     net = build(tr.nnUNetTrainerSCD_Zhou2023_Tiny, trainer.plans_manager.plans, "3d_fullres", False)
@@ -509,7 +492,7 @@ def test_layer_decay_and_cosine_give_each_parameter_its_lr_at_every_epoch(nnunet
 
 
 def test_layer_decay_needs_a_network_that_names_its_layers() -> None:
-    from nnunet_scd.nnunet.optim import adamw_param_groups
+    from nnunet_scd.trainers.optim import adamw_param_groups
 
     with pytest.raises(ValueError, match="group_matcher"):
         adamw_param_groups(torch.nn.Linear(2, 2), 0.05, layer_decay=0.75)
@@ -518,7 +501,7 @@ def test_layer_decay_needs_a_network_that_names_its_layers() -> None:
 
 
 def test_warmup_then_cosine_schedule_reaches_half_at_mid_decay_and_zero_at_the_end() -> None:
-    from nnunet_scd.nnunet.optim import WarmupCosineLRScheduler
+    from nnunet_scd.trainers.optim import WarmupCosineLRScheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
     scheduler = WarmupCosineLRScheduler(torch.optim.AdamW([param], lr=1.0), 2.0, num_epochs=110, warmup_epochs=10)
@@ -547,7 +530,7 @@ def test_gradients_are_clipped_only_when_the_recipe_says_so(
 
 
 def test_stock_demo_trainer_is_nnunet_with_only_the_length_changed(nnunet_env: Path, make_trainer) -> None:
-    from nnunet_scd.demo.trainers import nnUNetTrainer_demo
+    from nnunet_scd.trainers.catalog import nnUNetTrainer_demo
 
     trainer = make_trainer(nnUNetTrainer_demo, [8, 32, 32], [1.0, 1.0, 1.0])
     recipe = nnUNetTrainer_demo.recipe

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nnunet_scd.model.stp import PriorityTokenPruning
-from nnunet_scd.nnunet import trainers as tr
-from nnunet_scd.nnunet.label_channel import dataset_with_label_channel, with_label_channel
+from nnunet_scd.trainers import catalog as tr
+from nnunet_scd.trainers.label_channel import dataset_with_label_channel, with_label_channel
 
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "spleen": 2},
                 "numTraining": 4, "file_ending": ".nii.gz"}

@@ -11,17 +11,20 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scd.commands import slim as slim_command
-from nnunet_scd.nnunet import derive_subnet, search_trainers
-from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
-from nnunet_scd.nnunet.search_trainers import (
+from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
+from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
+from nnunet_scd.search.plot import plot_mask_distribution
+from nnunet_scd.trainers import derive_slim
+from nnunet_scd.trainers.catalog import TRAINERS
+from nnunet_scd.trainers.derive_slim import derive_slim_plans
+from nnunet_scd.trainers.search import (
+    SearchTrainer,
+    SlimTrainer,
     nnUNetTrainerSCDSearch_Tiny,
     nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny,
     nnUNetTrainerSCDSlim_Tiny,
     nnUNetTrainerUNETRSlim_Tiny,
 )
-from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
-from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
-from nnunet_scd.search.plot import plot_mask_distribution
 
 DATASET = "Dataset991_Fake"
 DATASET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
@@ -83,6 +86,7 @@ def test_slim_plans_rebuild_the_sliced_network_with_its_weights(search_run: Path
     torch.testing.assert_close(rebuilt.eval()(x), plain.eval()(x))
 
 
+@pytest.mark.slow
 def test_another_fold_reuses_the_recorded_widths(search_run: Path, plans: dict):
     first = _derive(fold=0)
     run = search_run / "results" / DATASET / f"{SEARCH}__nnUNetPlans__3d_fullres"
@@ -131,14 +135,13 @@ def test_slim_command_rejects_a_budget_outside_the_unit_interval(capsys: pytest.
     assert "(0, 1]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", [n for n in search_trainers.__all__ if "Search" in n and n.startswith("nnUNet")])
+@pytest.mark.parametrize("name", [n for n, cls in TRAINERS.items() if issubclass(cls, SearchTrainer)])
 def test_every_search_trainer_names_a_slim_trainer_of_its_network_and_recipe(name: str):
-    search = getattr(search_trainers, name)
-    slim = getattr(search_trainers, search.slim_trainer)
-    assert issubclass(slim, search_trainers.SlimMixin) and slim.pixel_classifier
+    search = TRAINERS[name]
+    slim = TRAINERS[search.slim_trainer]
+    assert issubclass(slim, SlimTrainer) and slim.pixel_classifier
     assert slim.network_kwargs() == search.network_kwargs()
-    lengths = ("epochs", "iterations_per_epoch", "lr", "warmup_fraction", "mirroring")
-    assert [getattr(slim.recipe, k) for k in lengths] == [getattr(search.recipe, k) for k in lengths]
+    assert slim.recipe == search.recipe
 
 
 def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(search_run: Path):
@@ -147,7 +150,7 @@ def test_slim_plans_record_the_slim_trainer_and_a_mismatched_subclass_gets_none(
     class MySearch(nnUNetTrainerSCDSearch_Tiny):  # inherits slim_trainer, but not the network it names
         keep_ratios = (0.5, 0.5, 0.5)
 
-    assert derive_subnet._slim_trainer(MySearch) is None
+    assert derive_slim._slim_trainer(MySearch) is None
 
 
 def test_mask_distribution_plot_is_written(tmp_path: Path, plans: dict):
@@ -179,6 +182,7 @@ def _weights(result) -> dict[str, torch.Tensor]:
     return torch.load(result.weights_file, weights_only=True)
 
 
+@pytest.mark.slow
 def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(search_run: Path, plans: dict):
     # Regression: the rerun found the plans and fitted the widths with fit_keep, which ranks heads by their
     # L1, so it kept other channels than the first run and overwrote its weights.
@@ -200,6 +204,7 @@ def test_rerunning_slim_on_the_deriving_fold_keeps_its_channels_and_weights(sear
     assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(derived, fitted))
 
 
+@pytest.mark.slow
 def test_rerunning_slim_with_another_checkpoint_needs_overwrite(search_run: Path, plans: dict):
     first = _weights(_derive())
     _save_search_checkpoint(search_run, plans, 0, seed=1)  # e.g. the search trained on, or --checkpoint best
@@ -263,6 +268,7 @@ def test_slim_refuses_a_checkpoint_whose_pickle_would_run_code(search_run: Path,
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_slim_budget_other_than_the_recorded_one_is_refused_not_ignored(search_run: Path):
     # Regression: --budget 0.5 into plans derived at 0.7 silently reused the 0.7 widths.
     first = _derive(budget=0.7)

@@ -1,4 +1,4 @@
-"""Seeded training and the per-epoch time breakdown (pure parts; the trainers' use is in test_nnunet_trainers)."""
+"""Seeded training and the per-epoch time breakdown of ``RecipeTrainer`` (real trainers: test_nnunet_trainers)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from nnunet_scd.nnunet.epoch_timing import EpochTimeBreakdown, _TimedLoader, parse_epoch_breakdowns
-from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE, SeededTraining, resolve_seed, worker_seeds
+from nnunet_scd.trainers.base import RecipeTrainer
+from nnunet_scd.trainers.epoch_timing import TimedLoader, format_epoch_breakdown, parse_epoch_breakdowns
+from nnunet_scd.trainers.seeding import SEED_ENVIRONMENT_VARIABLE, resolve_seed, worker_seeds
 
 
 def test_seed_comes_from_the_class_unless_the_environment_sets_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +42,7 @@ def test_timed_loader_adds_up_the_waits_and_delegates() -> None:
             time.sleep(0.02)
             return 1
 
-    loader = _TimedLoader(SlowLoader())
+    loader = TimedLoader(SlowLoader())
     assert [next(loader) for _ in range(3)] == [1, 1, 1]
     assert 0.06 <= loader.waited < 1.0
     assert loader.num_processes == 3
@@ -53,6 +54,7 @@ def test_epoch_breakdowns_are_read_back_from_a_log() -> None:
     assert parse_epoch_breakdowns(text * 2) == 2 * [{"network steps": 7.25, "waiting for batches": 0.5,
                                                      "validation": 1.75, "end of epoch": 0.31}]
     assert parse_epoch_breakdowns("Epoch time: 9.5 s") == []
+    assert parse_epoch_breakdowns(format_epoch_breakdown(7.25, 0.5, 1.75, 0.31)) == parse_epoch_breakdowns(text)[:1]
 
 
 class _FakeAugmenter:
@@ -71,33 +73,30 @@ class _FakeAugmenter:
         return 1
 
 
-class _FakeTrainer:
-    local_rank = 0
+def _bare_trainer(monkeypatch: pytest.MonkeyPatch, seed: int) -> RecipeTrainer:
+    """A ``RecipeTrainer`` whose nnU-Net parts are stand-ins: no plans, no data, fake augmenters."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    def print_to_log_file(self, *args: object) -> None:
-        pass
-
-    def initialize(self) -> None:
-        pass
-
-    def get_dataloaders(self) -> tuple[_FakeAugmenter, _FakeAugmenter]:
-        return _FakeAugmenter(), _FakeAugmenter()
-
-    def on_train_start(self) -> None:
+    def on_train_start(self: nnUNetTrainer) -> None:
         self.dataloader_train, self.dataloader_val = self.get_dataloaders()
 
+    monkeypatch.setattr(nnUNetTrainer, "initialize", lambda self: None)
+    monkeypatch.setattr(nnUNetTrainer, "get_dataloaders", lambda self: (_FakeAugmenter(), _FakeAugmenter()))
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", on_train_start)
+    monkeypatch.setattr(nnUNetTrainer, "print_to_log_file", lambda self, *args, **kwargs: None)
+    trainer = object.__new__(type("Trainer", (RecipeTrainer,), {"seed": seed}))
+    trainer.local_rank = 0
+    return trainer
 
-@pytest.mark.parametrize("mixins", [(SeededTraining, EpochTimeBreakdown), (EpochTimeBreakdown, SeededTraining)],
-                         ids=["seeded-first", "timed-first"])
-def test_worker_seeds_reach_nnunets_own_loaders_whatever_the_mixin_order(
-        mixins: tuple[type, type], monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_worker_seeds_reach_nnunets_own_loaders_under_the_epoch_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     # Regression: the timing wrapper once received the seeds instead of the augmenter, which then restarted
     # its workers unseeded.
     monkeypatch.delenv(SEED_ENVIRONMENT_VARIABLE, raising=False)
-    trainer = type("Trainer", (*mixins, _FakeTrainer), {"seed": 3})()
+    trainer = _bare_trainer(monkeypatch, seed=3)
     trainer.initialize()
     trainer.on_train_start()
-    assert isinstance(trainer.dataloader_train, _TimedLoader)
+    assert isinstance(trainer.dataloader_train, TimedLoader)
     train, val = trainer.dataloader_train.loader, trainer.dataloader_val
     assert train.seeds == worker_seeds(3, 0, 0, 2) and train.restarts == 1
     assert val.seeds == worker_seeds(3, 1, 0, 2) and val.restarts == 1
@@ -109,18 +108,17 @@ def test_a_bad_or_overflowing_seed_stops_the_training_in_one_line_naming_variabl
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     # Regression: abc gave no range, and 2**64 passed here and overflowed in torch.manual_seed (a traceback).
-    class Base:
-        local_rank = 0
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-        def initialize(self) -> None:
-            raise AssertionError("the training went on with a bad seed")
+    trainer = _bare_trainer(monkeypatch, seed=0)
 
-    class Trainer(SeededTraining, Base):
-        pass
+    def went_on(self: nnUNetTrainer) -> None:
+        raise AssertionError("the training went on with a bad seed")
 
+    monkeypatch.setattr(nnUNetTrainer, "initialize", went_on)
     monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, value)
     with pytest.raises(SystemExit) as exit_info:
-        Trainer().initialize()
+        trainer.initialize()
     message = str(exit_info.value.code)
     assert len(message.splitlines()) == 1
     assert f"{SEED_ENVIRONMENT_VARIABLE}={value!r}" in message and ">= 0 and <= 9223372036854775807" in message

@@ -8,7 +8,8 @@ import torch
 
 from nnunet_scd.model.guidance import guidance_target
 from nnunet_scd.model.stp import SoftTopKPruning, spread_priority
-from nnunet_scd.nnunet import trainers as tr
+from nnunet_scd.trainers import catalog as tr
+from nnunet_scd.trainers.recipe import LENGTHS
 
 GRID = (4, 8, 8)
 
@@ -116,7 +117,7 @@ def test_each_design_trainer_changes_only_its_one_thing(cls: type, changed: dict
     assert cls.guidance_target == ("boundary" if cls is tr.nnUNetTrainerSCD_BoundaryGuidance_Tiny else "foreground")
     for name in (f"{cls.__name__}_converge", f"{cls.__name__.replace('_Tiny', '_keep0p1_Tiny')}_converge"):
         variant = getattr(tr, name)
-        assert variant.recipe == tr.RECIPES["converge"] and issubclass(variant, cls)
+        assert variant.recipe == LENGTHS["converge"].apply(cls.recipe) and issubclass(variant, cls)
 
 
 @pytest.mark.parametrize("cls", [tr.nnUNetTrainerSCD_EvenlySpaced_Tiny, tr.nnUNetTrainerSCD_Context_Tiny,

@@ -10,11 +10,11 @@ import pytest
 
 from nnunet_scd.cli import main
 from nnunet_scd.demo.steps import Workspace
-from nnunet_scd.nnunet.recipes import RECIPES
 from nnunet_scd.studies import runner
 from nnunet_scd.studies.convergence import CONVERGENCE, Arm, StudySetting
 from nnunet_scd.studies.report import build_report, last_quarter_gain, report_markdown
 from nnunet_scd.studies.results import ResultsFileError, append_record, load_records
+from nnunet_scd.trainers.recipe import LENGTHS
 
 SETTING = StudySetting(name="unit", dataset_id=998, num_cases=6, shape_zyx=(8, 16, 16), seeds=(0, 1))
 ORGANS = ("liver", "aorta")
@@ -83,7 +83,7 @@ def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path)
     rec = runner.fold_record(ws, SETTING, arm, seed=1)
     assert rec["dice"] == {"liver": 0.9, "aorta": 0.3} and rec["dice_mean"] == 0.6 and rec["validation_cases"] == 3
     assert rec["curve"]["pseudo_dice"] == pytest.approx([0.5, 0.6])
-    per_epoch = RECIPES["converge"].iterations_per_epoch
+    per_epoch = LENGTHS["converge"].iterations_per_epoch
     assert rec["curve"]["iterations"] == [per_epoch, 2 * per_epoch] and rec["epoch_seconds_total"] == 20.0
     assert rec["keep"] == 0.25 and rec["trainer"] == arm.trainer
 

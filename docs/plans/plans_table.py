@@ -37,9 +37,9 @@ def main() -> int:
     from nnunet_scd.datasets.fingerprint import write_fingerprint_dataset
     from nnunet_scd.datasets.phantom import write_phantom_dataset
     from nnunet_scd.demo.config import DEFAULT
-    from nnunet_scd.nnunet.plan_costs import plan_cost
     from nnunet_scd.nnunet.planner import plan_dataset
-    from nnunet_scd.nnunet.trainers import nnUNetTrainerSCD
+    from nnunet_scd.trainers.plan_costs import plan_cost
+    from nnunet_scd.trainers.public import nnUNetTrainerSCD
 
     quiet = contextlib.redirect_stdout(io.StringIO())
     with quiet:

@@ -1,5 +1,4 @@
-"""``nnunet-scd bench``: interleaved timing, FLOPs and memory of SCDNet against the dense UNETR."""
+"""``nnunet-scd bench``: interleaved timing, FLOPs and memory of SCDNet against the dense UNETR.
 
-from nnunet_scd.bench.configs import CONFIGS, BenchConfig
-
-__all__ = ["CONFIGS", "BenchConfig"]
+The settings it measures are the rows of ``nnunet_scd.geometry.CONFIGS``.
+"""

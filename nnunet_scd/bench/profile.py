@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnunet_scd.bench.configs import BenchConfig
 from nnunet_scd.bench.timing import Runner, build_network, configure_backends, make_batch
+from nnunet_scd.geometry import BenchConfig
 from nnunet_scd.measure import synchronize
 
 __all__ = ["profile_training_step"]

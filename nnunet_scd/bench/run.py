@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from nnunet_scd.bench.configs import BenchConfig
 from nnunet_scd.bench.report import compute_ratios
 from nnunet_scd.bench.timing import (
     Runner,
@@ -20,6 +19,7 @@ from nnunet_scd.bench.timing import (
     set_keep_ratio,
     summarize,
 )
+from nnunet_scd.geometry import BenchConfig
 from nnunet_scd.measure import time_interleaved
 
 __all__ = ["run_benchmark"]

@@ -19,8 +19,8 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_scd.bench.configs import BenchConfig
 from nnunet_scd.bench.timing import build_network, configure_backends
+from nnunet_scd.geometry import BenchConfig
 from nnunet_scd.measure import time_interleaved
 
 __all__ = ["plain_conv_unet", "time_sliding_window"]

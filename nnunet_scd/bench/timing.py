@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_scd.bench.configs import BenchConfig
+from nnunet_scd.geometry import BenchConfig
 from nnunet_scd.measure import count_flops
 from nnunet_scd.model.scd import SCDNet
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from nnunet_scd.atomic import write_text_atomic
 from nnunet_scd.commands.arguments import check_writable, float_at_least, int_at_least, writable_file
+from nnunet_scd.geometry import CONFIGS
 
-# Kept here, not imported from nnunet_scd.bench, so that `--help` does not import torch.
-CONFIG_NAMES = ("paper-btcv", "paper-brats", "quick", "tiny", "paper")
 DEFAULT_REPEATS = {"paper-btcv": 3, "paper-brats": 3, "quick": 5, "tiny": 3}
 
 
@@ -54,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
     from tqdm import tqdm
 
-    from nnunet_scd.bench.configs import ALIASES, CONFIGS
     from nnunet_scd.bench.report import markdown_table, plot_sweep, read_json, write_json
     from nnunet_scd.bench.run import run_benchmark
 
@@ -67,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --from-json: {args.from_json} is not a complete nnunet-scd bench result "
                              f"({type(error).__name__}: {error}); give the --json file of a bench run") from None
         return 0
-    name = ALIASES.get(args.config, args.config)
     device = _device(args.device)
-    config = CONFIGS[name]
+    config = CONFIGS[args.config]
     if args.keep is not None:
         if not 0.0 < args.keep <= 1.0:
             raise SystemExit(f"error: --keep must be in (0, 1], got {args.keep}.")
@@ -110,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and args.sweep and (problem := check_writable(args.plot)):
         # Checked now, not after the minutes of timing whose plot it would lose.
         raise SystemExit(f"error: --plot: {problem}; choose another path")
-    repeats = args.repeats or DEFAULT_REPEATS[name]
+    repeats = args.repeats or DEFAULT_REPEATS[args.config]
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc="rounds", file=sys.stderr))
     results = run_benchmark(config, device, repeats, args.warmup, args.sweep, not args.no_memory, progress, log)
     print(markdown_table(results))
@@ -135,11 +132,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "memory (fresh process per network) and a keep-ratio sweep; ratios are dense / sparse."
         ),
     )
-    parser.add_argument("--config", choices=CONFIG_NAMES, default="paper-btcv",
+    parser.add_argument("--config", choices=tuple(CONFIGS), default="paper-btcv",
                         help="paper-btcv: the authors' BTCV run, ViT-B, 96^3 crop, 1 channel, 8^3 tokens, keep 0.1 "
                              "after blocks 3/6/9, batch 2; paper-brats: their MSD BraTS run, 128^3, 4 channels, "
-                             "keep 0.25 (both slow on CPU); quick: width 192, 64^3; tiny: for tests; paper: alias "
-                             "of paper-btcv (it used to mean keep 0.25: add --keep 0.25 for that); default: paper-btcv")
+                             "keep 0.25 (both slow on CPU); quick: width 192, 64^3; tiny: for tests; "
+                             "default: paper-btcv")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int_at_least(1), default=None,
                         help="timed rounds per run (default: paper 3, quick 5, tiny 3; whole volume 1)")

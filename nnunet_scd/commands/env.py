@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
+from nnunet_scd.trainers.ext_trainer import trainer_shim_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,6 +18,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "env",
         help="print the export line that lets nnU-Net find the nnunet-scd trainers",
-        description="Print `export nnUNet_extTrainer=...` for this checkout. Use: eval \"$(nnunet-scd env)\"",
+        description="Print `export nnUNet_extTrainer=...` for this installation. Use: eval \"$(nnunet-scd env)\"",
     )
     parser.set_defaults(run=run)

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from nnunet_scd.commands.arguments import float_at_least, int_at_least, plans_identifier
-from nnunet_scd.nnunet.token_budget import PRESETS, SCD_PLANS
+from nnunet_scd.geometry import PRESETS
+from nnunet_scd.nnunet.token_budget import SCD_PLANS
 
 CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres")  # what nnU-Net plans; the cascade inherits 3d_fullres
 
@@ -34,7 +35,7 @@ def _print_plans(plans: dict) -> None:
 def _compare(dataset_name: str, plans: dict, default_plans_name: str, trainer_name: str) -> None:
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 
-    from nnunet_scd.nnunet.plan_costs import plan_cost, trainer_class
+    from nnunet_scd.trainers.plan_costs import plan_cost, trainer_class
 
     trainer = trainer_class(trainer_name)
     default_file = Path(nnUNet_preprocessed) / dataset_name / f"{default_plans_name}.json"
@@ -55,8 +56,8 @@ def _compare(dataset_name: str, plans: dict, default_plans_name: str, trainer_na
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunet_scd.nnunet.ext_trainer import ext_trainer_status
     from nnunet_scd.nnunet.planner import plan_dataset
+    from nnunet_scd.trainers.ext_trainer import ext_trainer_status
 
     try:
         result = plan_dataset(args.dataset, preset=args.preset, vit_size=args.vit_size, gpu_memory_gb=args.gpu_memory,

@@ -25,7 +25,7 @@ def _ratio(before: float, after: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs, not at the top: `nnunet-scd --help` must not load torch or nnU-Net.
-    from nnunet_scd.nnunet.derive_subnet import derive_slim_plans
+    from nnunet_scd.trainers.derive_slim import derive_slim_plans
 
     try:
         result = derive_slim_plans(

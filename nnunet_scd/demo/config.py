@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT", "QUICK", "DemoConfig", "TrainingBudget"]
+from nnunet_scd.trainers.recipe import LENGTHS, Length
 
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """Epochs x iterations for the demo's trainers (SCD, dense UNETR and stock nnU-Net get the same budget)."""
-
-    epochs: int
-    iterations_per_epoch: int
-    val_iterations_per_epoch: int
-
-    @property
-    def train_iterations(self) -> int:
-        return self.epochs * self.iterations_per_epoch
+__all__ = ["DEFAULT", "QUICK", "DemoConfig"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +21,7 @@ class DemoConfig:
     scd_trainer: str
     dense_trainer: str
     stock_trainer: str
-    budget: TrainingBudget
+    budget: Length  # the trainers' length (SCD, dense UNETR and stock nnU-Net get the same)
     dataset_id: int = 990
     dataset_name: str = "SCDPhantom"
     num_cases: int = 12
@@ -54,12 +43,12 @@ DEFAULT = DemoConfig(
     scd_trainer="nnUNetTrainerSCD_Ti_demo",
     dense_trainer="nnUNetTrainerUNETR_Ti_demo",
     stock_trainer="nnUNetTrainer_demo",
-    budget=TrainingBudget(epochs=12, iterations_per_epoch=25, val_iterations_per_epoch=2),
+    budget=LENGTHS["demo"],
 )
 QUICK = DemoConfig(
     name="quick",
     scd_trainer="nnUNetTrainerSCD_Ti_demoQuick",
     dense_trainer="nnUNetTrainerUNETR_Ti_demoQuick",
     stock_trainer="nnUNetTrainer_demoQuick",
-    budget=TrainingBudget(epochs=2, iterations_per_epoch=10, val_iterations_per_epoch=1),
+    budget=LENGTHS["demoQuick"],
 )

@@ -1,7 +1,7 @@
 """Measurements for the demo table: epoch times from nnU-Net's logs, parameters, FLOPs, inference speed.
 
 Counting and interleaved timing are ``nnunet_scd.measure``'s and epoch times
-``nnunet_scd.nnunet.training_log``'s; they are re-exported here under the names the demo uses.
+``nnunet_scd.trainers.training_log``'s; they are re-exported here under the names the demo uses.
 Inference is timed in this process with nnU-Net's own ``nnUNetPredictor`` (the same settings as the
 demo's ``nnUNetv2_predict`` call: no mirroring, step 0.5), so interpreter and model-loading start-up
 is not counted. SCD and dense runs are interleaved and the median is reported, because the machine
@@ -22,7 +22,7 @@ from torch import nn
 
 from nnunet_scd.measure import count_flops, count_parameters, time_interleaved
 from nnunet_scd.nnunet.predictor import load_predictor
-from nnunet_scd.nnunet.training_log import epoch_times
+from nnunet_scd.trainers.training_log import epoch_times
 
 __all__ = [
     "count_flops",

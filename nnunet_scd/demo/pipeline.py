@@ -92,7 +92,7 @@ def segmentation_figure(ws: Workspace, case: str, labels: dict[str, int], path: 
 
 def epoch_breakdown(fold_dir: Path) -> dict[str, float]:
     """Median seconds per epoch part (network steps, waiting for batches, ...) over a fold's training logs."""
-    from nnunet_scd.nnunet.training_log import epoch_breakdowns
+    from nnunet_scd.trainers.training_log import epoch_breakdowns
 
     epochs = epoch_breakdowns(fold_dir)
     return {part: statistics.median(e[part] for e in epochs) for part in epochs[0]} if epochs else {}

@@ -25,9 +25,9 @@ from typing import Protocol
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.demo.config import DemoConfig
-from nnunet_scd.nnunet.ext_trainer import trainer_shim_dir
-from nnunet_scd.nnunet.seeding import SEED_ENVIRONMENT_VARIABLE
-from nnunet_scd.nnunet.training_log import EPOCH_TIME, PSEUDO_DICE, pseudo_dice_values
+from nnunet_scd.trainers.ext_trainer import trainer_shim_dir
+from nnunet_scd.trainers.seeding import SEED_ENVIRONMENT_VARIABLE
+from nnunet_scd.trainers.training_log import EPOCH_TIME, PSEUDO_DICE, pseudo_dice_values
 
 __all__ = ["DemoError", "Workspace", "log", "nnunet_script", "progress", "run_logged", "stage"]
 

@@ -1,5 +1,4 @@
-"""The nnU-Net glue: trainers, and token/patch configuration from nnU-Net's plans.
+"""The nnU-Net glue below the trainers: planner, predictor, checkpoints, token configuration, slim plans.
 
-nnU-Net finds the trainers through the shim folder ``<repo>/trainers`` listed in the
-environment variable ``nnUNet_extTrainer`` (``eval "$(nnunet-scd env)"`` sets it).
+The trainers are in ``nnunet_scd.trainers``; nothing here imports them.
 """

@@ -32,15 +32,9 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from nnunet_scd.atomic import write_text_atomic
-from nnunet_scd.nnunet.token_budget import (
-    PRESETS,
-    SCD_PLANS,
-    memory_batch_size,
-    plan_token_geometry,
-    token_budget,
-)
+from nnunet_scd.geometry import PRESETS, VIT_SIZES
+from nnunet_scd.nnunet.token_budget import SCD_PLANS, memory_batch_size, plan_token_geometry, token_budget
 from nnunet_scd.nnunet.token_config import PLANS_KEY, TokenConfig
-from nnunet_scd.nnunet.trainers import VIT_SIZES
 
 __all__ = ["SCD_PLANS", "PlanResult", "nnUNetPlannerSCD", "plan_dataset"]
 
@@ -101,7 +95,6 @@ class nnUNetPlannerSCD(ExperimentPlanner):
         pinned = self.preset is not None and data_identifier == self.generate_data_identifier("3d_fullres")
         if pinned:
             tokens = TokenConfig(tuple(self.preset.token_size), tuple(self.preset.patch_size), cnn_patch)
-            self.preset.token_config()  # refuses a preset whose patch is not a token multiple
             median = [int(round(m)) for m in median_shape]
             if any(p > m for p, m in zip(self.preset.patch_size, median)):
                 self.warnings.append(

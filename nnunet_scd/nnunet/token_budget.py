@@ -1,4 +1,4 @@
-"""Token geometry for a ViT planner: a token budget from the ViT size and memory, and presets.
+"""Token geometry for a ViT planner: a token budget from the ViT size and memory.
 
 nnU-Net's planner sizes a patch for a U-Net's feature maps. A ViT's encoder instead costs per
 token: its activations grow linearly with the token count and its attention FLOPs
@@ -23,14 +23,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nnunet_scd.bench.configs import CONFIGS
 from nnunet_scd.nnunet.token_config import TokenConfig, choose_token_size, round_up_to_multiple
 
 __all__ = [
     "ENCODER_MEMORY_SHARE",
     "MIN_BATCH_SIZE",
-    "PRESETS",
-    "PlanPreset",
     "SCD_PLANS",
     "TokenBudget",
     "memory_batch_size",
@@ -67,7 +64,7 @@ def token_budget(
     """Token budget of a ViT encoder: the smaller of the attention and memory limits.
 
     Args:
-        embed_dim, depth, mlp_ratio: the encoder (a row of the trainers' ``VIT_SIZES``).
+        embed_dim, depth, mlp_ratio: the encoder (a row of ``geometry.VIT_SIZES``).
         gpu_memory_gb: the memory target in GiB, as nnU-Net's ``-gpu_memory_target``.
     """
     if embed_dim < 1 or depth < 1 or mlp_ratio <= 0 or not gpu_memory_gb > 0:
@@ -122,35 +119,3 @@ def plan_token_geometry(
         axis = max(shrinkable, key=lambda i: (patch[i] / median[i], patch[i] // token[i]))
         patch[axis] -= token[axis]
     return TokenConfig(token, tuple(patch), cnn_patch)
-
-
-@dataclass(frozen=True)
-class PlanPreset:
-    """A fixed 3d_fullres geometry, e.g. a paper's: target spacing (z, y, x; None: nnU-Net's), patch and tokens."""
-
-    name: str
-    patch_size: tuple[int, ...]
-    token_size: tuple[int, ...]
-    target_spacing: tuple[float, ...] | None = None
-    description: str = ""
-
-    def token_config(self) -> TokenConfig:
-        if round_up_to_multiple(self.patch_size, self.token_size) != tuple(self.patch_size):
-            raise ValueError(f"preset {self.name}: patch {list(self.patch_size)} is not a multiple of the token "
-                             f"size {list(self.token_size)}")
-        return TokenConfig(tuple(self.token_size), tuple(self.patch_size), tuple(self.patch_size))
-
-
-# The paper's crops and tokens are the speed bench's rows, so the bench and the plans cannot drift apart.
-PRESETS: dict[str, PlanPreset] = {
-    "paper-btcv": PlanPreset(
-        "paper-btcv", CONFIGS["paper-btcv"].patch_size, CONFIGS["paper-btcv"].token_size,
-        target_spacing=(2.0, 1.5, 1.5),
-        description="Zhou et al.'s BTCV setting: resampled to 1.5 x 1.5 x 2.0 mm (x, y, z), 96^3 crops, 8^3 tokens",
-    ),
-    "paper-brats": PlanPreset(
-        "paper-brats", CONFIGS["paper-brats"].patch_size, CONFIGS["paper-brats"].token_size,
-        description="Zhou et al.'s MSD BraTS setting: nnU-Net's spacing (1 mm isotropic for BraTS), 128^3 crops, "
-                    "8^3 tokens",
-    ),
-}

@@ -30,8 +30,7 @@ from torch import nn
 
 __all__ = ["SlimAttention", "SlimBlock", "SlimMlp", "drop_headless_keys", "head_groups"]
 
-# What a block without heads used to store and no longer has: weights sliced or trained before, nnunet-scd
-# slim files and slim checkpoints, still load.
+# Attention keys of a block without heads that `nnunet-scd slim` weights (fold_<n>.pth) and slim checkpoints may hold.
 _HEADLESS_KEYS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias")
 
 
@@ -177,7 +176,7 @@ def _drop_headless_block_keys(module: nn.Module, state_dict: dict, prefix: str, 
 
 
 def drop_headless_keys(network: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without the keys that ``network``'s head-less blocks no longer have (weights from before)."""
+    """``state`` without the attention keys of ``network``'s head-less blocks, which have no attention."""
     stale = {f"{name}.{key}" for name, module in network.named_modules()
              if isinstance(module, SlimBlock) and not module.attn.head_dims for key in _HEADLESS_KEYS}
     return {k: v for k, v in state.items() if k not in stale}

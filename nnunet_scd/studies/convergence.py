@@ -1,7 +1,7 @@
 """The convergence study: arms that differ only in token selection, trained until the dense twin plateaus.
 
 Every arm is the Tiny ViT (192 wide, 6 blocks, pruning after blocks 2/3/5) with the same decoder,
-recipe (``RECIPES["converge"]``), phantoms, fold and training seeds; only the rule that picks the kept
+recipe (``LENGTHS["converge"]``), phantoms, fold and training seeds; only the rule that picks the kept
 tokens changes. Stock nnU-Net runs beside them for scale, with as many iterations as the dense arm's
 wall time buys it on 2 idle CPU cores.
 """

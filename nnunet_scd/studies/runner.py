@@ -70,14 +70,14 @@ def _git_commit() -> str | None:
 
 
 def _trainer_recipe(trainer: str) -> dict[str, Any]:
-    import nnunet_scd.nnunet.trainers as trainers
+    from nnunet_scd.trainers.catalog import TRAINERS
 
-    return asdict(getattr(trainers, trainer).recipe)
+    return asdict(TRAINERS[trainer].recipe)
 
 
 def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> dict[str, Any]:
     """The record of one finished (arm, seed) from its fold folder: nnU-Net's validation summary and log."""
-    from nnunet_scd.nnunet.training_log import epoch_times, pseudo_dice
+    from nnunet_scd.trainers.training_log import epoch_times, pseudo_dice
 
     fold_dir = ws.fold_dir(arm.trainer, seed)
     summary_file = fold_dir / "validation" / "summary.json"

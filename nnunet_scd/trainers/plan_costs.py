@@ -11,7 +11,8 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scd.measure import count_flops
-from nnunet_scd.nnunet import trainers
+from nnunet_scd.trainers.base import ViTTrainer
+from nnunet_scd.trainers.catalog import TRAINERS
 
 __all__ = ["PlanCost", "plan_cost", "trainer_class"]
 
@@ -29,17 +30,17 @@ class PlanCost:
     gflops: float  # one eval-mode forward pass of one patch
 
 
-def trainer_class(name: str) -> type[trainers.nnUNetTrainerSCD]:
-    """The SCD trainer class called ``name``, or a ValueError naming the choices."""
-    cls = getattr(trainers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, trainers.nnUNetTrainerSCD)):
-        raise ValueError(f"{name!r} is not an nnunet-scd trainer; use one of nnunet_scd.nnunet.trainers, e.g. "
+def trainer_class(name: str) -> type[ViTTrainer]:
+    """The ViT trainer class called ``name``, or a ValueError naming the choices."""
+    cls = TRAINERS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, ViTTrainer)):
+        raise ValueError(f"{name!r} is not an nnunet-scd ViT trainer; use one of nnunet_scd.trainers.catalog, e.g. "
                          "nnUNetTrainerSCD or nnUNetTrainerSCD_Tiny")
     return cls
 
 
 def plan_cost(plans: dict[str, Any], dataset_json: dict[str, Any], configuration: str,
-              trainer: type[trainers.nnUNetTrainerSCD]) -> PlanCost:
+              trainer: type[ViTTrainer]) -> PlanCost:
     """Patch, tokens and GFLOPs of the network ``trainer`` builds for ``configuration`` of ``plans``.
 
     The trainer's own ``token_config`` and ``build_network_architecture`` run, so default plans get

@@ -21,7 +21,6 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_scd.atomic import atomic_target, write_text_atomic
-from nnunet_scd.nnunet import search_trainers
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, read_checkpoint
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, network_record, plans_identifier
 from nnunet_scd.search import (
@@ -35,6 +34,8 @@ from nnunet_scd.search import (
     measure_costs,
     slice_blocks,
 )
+from nnunet_scd.trainers.catalog import TRAINERS
+from nnunet_scd.trainers.search import SearchTrainer, SlimTrainer
 
 __all__ = ["SlimResult", "derive_slim_plans"]
 
@@ -59,7 +60,7 @@ def _env_folder(name: str) -> Path:
 
 
 def _trainer_class(name: str) -> type | None:
-    trainer = getattr(search_trainers, name, None)
+    trainer = TRAINERS.get(name)
     if trainer is None:  # a user's variant, found the way nnU-Net finds it (nnUNet_extTrainer)
         try:
             trainer = recursive_find_trainer_class_by_name(name)
@@ -70,8 +71,8 @@ def _trainer_class(name: str) -> type | None:
 
 def _search_trainer(name: str) -> type:
     trainer = _trainer_class(name)
-    if trainer is None or not issubclass(trainer, search_trainers.SearchMixin):
-        choices = sorted(n for n in search_trainers.__all__ if "Search" in n)
+    if trainer is None or not issubclass(trainer, SearchTrainer):
+        choices = sorted(n for n, cls in TRAINERS.items() if issubclass(cls, SearchTrainer))
         raise ValueError(f"{name!r} is not a joint-search trainer; use one of {choices}.")
     return trainer
 
@@ -81,7 +82,7 @@ def _slim_trainer(search_trainer: type) -> str | None:
     its parent's name, which may not fit)."""
     name = search_trainer.slim_trainer
     slim = _trainer_class(name) if name else None
-    if slim is None or not issubclass(slim, search_trainers.SlimMixin) or \
+    if slim is None or not issubclass(slim, SlimTrainer) or \
             network_record(slim.network_kwargs()) != network_record(search_trainer.network_kwargs()):
         return None
     return name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_scd.nnunet.epoch_timing import parse_epoch_breakdowns
+from nnunet_scd.trainers.epoch_timing import parse_epoch_breakdowns
 
 __all__ = ["EPOCH_TIME", "PSEUDO_DICE", "epoch_breakdowns", "epoch_times", "pseudo_dice", "pseudo_dice_values"]
 

@@ -1,8 +1,8 @@
 """Where nnU-Net finds our trainers: the shim folder that ``nnUNet_extTrainer`` must list.
 
 nnU-Net imports every module in the folders ``nnUNet_extTrainer`` lists and looks a trainer up by
-class name. Ours is ``<repo>/trainers``, beside the package in a source checkout (README, "Layout").
-The demo sets the variable for its subprocesses; ``nnunet-scd env`` prints it for users.
+class name. Ours is ``shim/`` inside this package, so an installed wheel exposes the trainers as a
+source checkout does. The demo sets the variable for its subprocesses; ``nnunet-scd env`` prints it.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from pathlib import Path
 
 __all__ = ["SHIM_MODULE", "TRAINER_SHIM_DIR", "ext_trainer_status", "trainer_shim_dir"]
 
-TRAINER_SHIM_DIR = Path(__file__).resolve().parents[2] / "trainers"
+TRAINER_SHIM_DIR = Path(__file__).resolve().parent / "shim"
 SHIM_MODULE = "nnunet_scd_trainers.py"
 
 
 def trainer_shim_dir() -> Path:
-    """The shim folder, or FileNotFoundError saying how to install so that it exists."""
+    """The shim folder, or FileNotFoundError saying how to reinstall so that it exists."""
     if not (TRAINER_SHIM_DIR / SHIM_MODULE).is_file():
         raise FileNotFoundError(
-            f"The trainer shim folder {TRAINER_SHIM_DIR} is missing. nnunet-scd must be installed from a "
-            "source checkout (`pip install -e .`) so that nnUNet_extTrainer can point at <repo>/trainers."
+            f"The trainer shim {TRAINER_SHIM_DIR / SHIM_MODULE} is missing from the installed nnunet-scd; "
+            "reinstall it (`pip install --force-reinstall nnunet-scd`, or `pip install -e .` in a checkout)."
         )
     return TRAINER_SHIM_DIR
 

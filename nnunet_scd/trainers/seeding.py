@@ -1,8 +1,8 @@
-"""Seeded training for any nnU-Net trainer, so that a rerun on the CPU reproduces its Dice.
+"""Seeds for a training run, so that a rerun on the CPU reproduces its Dice.
 
 nnU-Net seeds nothing: weights, patch sampling and augmentation differ on every run, and its
-data-augmentation workers reseed themselves from the operating system. ``SeededTraining`` seeds the
-main process before the network is built and gives every augmentation worker its own seed derived
+data-augmentation workers reseed themselves from the operating system. ``base.RecipeTrainer`` seeds
+the main process before the network is built and gives every augmentation worker its own seed derived
 from the run's seed, the stream (train or validation), the DDP rank and the worker index.
 
 The seed is the trainer's ``seed`` attribute unless the environment variable ``nnUNet_SCD_seed``
@@ -22,8 +22,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "SeededTraining", "resolve_seed", "seed_everything",
-           "worker_seeds"]
+__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "resolve_seed", "seed_everything", "worker_seeds"]
 
 SEED_ENVIRONMENT_VARIABLE = "nnUNet_SCD_seed"
 # torch.manual_seed takes at most 2**64 - 1, and the main process is seeded with seed + DDP rank.
@@ -62,31 +61,3 @@ def worker_seeds(seed: int, stream: int, rank: int, num_workers: int) -> list[in
     """One independent 32-bit seed per augmentation worker of one stream (0: train, 1: validation) and rank."""
     states = np.random.SeedSequence([seed, stream, rank]).spawn(num_workers)
     return [int(s.generate_state(1)[0]) for s in states]
-
-
-class SeededTraining:
-    """Mixin for an ``nnUNetTrainer``: seeds the run (see the module docstring); ``seed = None`` leaves it unseeded."""
-
-    seed: int | None = 0
-
-    def initialize(self) -> None:
-        try:
-            self.run_seed = resolve_seed(self.seed)
-        except ValueError as error:
-            # SystemExit: stock nnUNetv2_train prints its message alone, where any other exception ends in a traceback.
-            raise SystemExit(f"nnunet-scd: {error}") from None
-        if self.run_seed is not None:
-            seed_everything(self.run_seed + self.local_rank)
-        self.print_to_log_file(f"Seed: {self.run_seed} (class attribute `seed`, or {SEED_ENVIRONMENT_VARIABLE})")
-        super().initialize()
-
-    def get_dataloaders(self):
-        train, val = super().get_dataloaders()
-        seed = getattr(self, "run_seed", None)
-        if seed is not None:
-            for stream, augmenter in enumerate((train, val)):
-                # nnU-Net starts its workers with seeds=None (each draws from the OS); restart them seeded.
-                if hasattr(augmenter, "seeds") and hasattr(augmenter, "restart"):
-                    augmenter.seeds = worker_seeds(seed, stream, self.local_rank, augmenter.num_processes)
-                    augmenter.restart()
-        return train, val

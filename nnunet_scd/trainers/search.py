@@ -4,13 +4,15 @@
    (head-dim channels shared by q/k/v, MLP neurons) and nnU-Net's loss plus an L1 penalty on the
    masks. Each epoch the mask statistics go to the log and ``mask_distribution.png`` to the fold
    folder.
-2. ``nnunet-scd slim`` derives widths at a budget, slices the weights and writes slim plans.
+2. ``nnunet-scd slim`` (``derive_slim``) derives widths at a budget, slices the weights and writes
+   slim plans.
 3. ``nnUNetTrainerSCDSlim -p <slim plans>`` rebuilds the sliced network from the plans (with the
    pixel classification module), starts from the sliced weights and fine-tunes; prediction with
    the same plans rebuilds it.
 
-Search and slim behaviour are mixins, so every base trainer (SCD, dense UNETR, any size) gets
-both; a search trainer names the slim trainer that fine-tunes what it found (``slim_trainer``).
+``SearchTrainer`` and ``SlimTrainer`` are ``ViTTrainer``s; a named search or slim trainer sets the
+network it searches as the public trainers do (``keep_ratios``, ``vit_size``), and a search trainer
+names the slim trainer that fine-tunes what it found (``slim_trainer``).
 """
 
 from __future__ import annotations
@@ -22,15 +24,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_scd.nnunet.recipes import RECIPES
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
-from nnunet_scd.nnunet.trainers import (
-    defined_trainers,
-    nnUNetTrainerSCD,
-    nnUNetTrainerSCD_Tiny,
-    nnUNetTrainerUNETR,
-    nnUNetTrainerUNETR_Tiny,
-)
 from nnunet_scd.search import (
     WithPixelClassifier,
     apply_widths,
@@ -41,7 +35,25 @@ from nnunet_scd.search import (
     masked_blocks,
 )
 from nnunet_scd.search.plot import plot_mask_distribution
+from nnunet_scd.trainers.base import ViTTrainer
+from nnunet_scd.trainers.public import nnUNetTrainerSCD
 from nnunet_scd.unwrap import unwrap
+
+__all__ = [
+    "SearchTrainer",
+    "SlimTrainer",
+    "nnUNetTrainerSCDSearch",
+    "nnUNetTrainerSCDSearch_Tiny",
+    "nnUNetTrainerSCDSlim",
+    "nnUNetTrainerSCDSlim_NoPixelClassifier",
+    "nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny",
+    "nnUNetTrainerSCDSlim_Tiny",
+    "nnUNetTrainerUNETRSearch",
+    "nnUNetTrainerUNETRSearch_Tiny",
+    "nnUNetTrainerUNETRSlim",
+    "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny",
+    "nnUNetTrainerUNETRSlim_Tiny",
+]
 
 
 class _PenalisedLoss:
@@ -58,8 +70,8 @@ class _PenalisedLoss:
         return loss
 
 
-class SearchMixin:
-    """Masks on every encoder block, trained with the weights under an L1 penalty.
+class SearchTrainer(ViTTrainer):
+    """Masks on every encoder block, trained with the weights under an L1 penalty (dense by default, as the base).
 
     The penalty weights are far below ViT-Slim's 1e-4, because nnU-Net's loss gives a mask a much
     smaller task gradient: at 1e-4 every mask falls alike and leaves no ranking to derive widths
@@ -108,7 +120,7 @@ class SearchMixin:
         for group in optimizer.param_groups:
             mask_params += [p for p in group["params"] if id(p) in masks]
             group["params"] = [p for p in group["params"] if id(p) not in masks]
-        mask_lr_scale = self.recipe.mask_lr_scale
+        mask_lr_scale = self.recipe.optimizer.mask_lr_scale
         optimizer.add_param_group({
             "params": mask_params, "weight_decay": 0.0, "lr_scale": mask_lr_scale,
             "lr": scheduler.lr_at(0) * mask_lr_scale,
@@ -144,7 +156,7 @@ class SearchMixin:
             self.print_to_log_file(f"mask distribution plot failed: {error}")
 
 
-class SlimMixin:
+class SlimTrainer(ViTTrainer):
     """The sliced network from the plans' widths; starts from the sliced weights when training starts."""
 
     pixel_classifier: bool = True
@@ -183,76 +195,55 @@ class SlimMixin:
 
 
 # ---------------------------------------------------------------------- search
-class nnUNetTrainerSCDSearch(SearchMixin, nnUNetTrainerSCD):
+class nnUNetTrainerSCDSearch(SearchTrainer):
     """SCD (ViT-B, token pruning) with learnable channel/neuron masks and their L1 penalty."""
 
+    keep_ratios = nnUNetTrainerSCD.keep_ratios
     slim_trainer = "nnUNetTrainerSCDSlim"
 
 
-class nnUNetTrainerSCDSearch_Tiny(SearchMixin, nnUNetTrainerSCD_Tiny):
+class nnUNetTrainerSCDSearch_Tiny(nnUNetTrainerSCDSearch):
+    vit_size = "Tiny"
     slim_trainer = "nnUNetTrainerSCDSlim_Tiny"
 
 
-class nnUNetTrainerUNETRSearch(SearchMixin, nnUNetTrainerUNETR):
+class nnUNetTrainerUNETRSearch(SearchTrainer):
     """Dense UNETR with the search masks: slim without token pruning."""
 
     slim_trainer = "nnUNetTrainerUNETRSlim"
 
 
-class nnUNetTrainerUNETRSearch_Tiny(SearchMixin, nnUNetTrainerUNETR_Tiny):
+class nnUNetTrainerUNETRSearch_Tiny(nnUNetTrainerUNETRSearch):
+    vit_size = "Tiny"
     slim_trainer = "nnUNetTrainerUNETRSlim_Tiny"
 
 
 # ---------------------------------------------------------------------- slim
-class nnUNetTrainerSCDSlim(SlimMixin, nnUNetTrainerSCD):
+class nnUNetTrainerSCDSlim(SlimTrainer):
     """Fine-tunes the sliced SCD network (with the pixel classification module) from the sliced weights."""
+
+    keep_ratios = nnUNetTrainerSCD.keep_ratios
 
 
 class nnUNetTrainerSCDSlim_NoPixelClassifier(nnUNetTrainerSCDSlim):
     pixel_classifier = False
 
 
-class nnUNetTrainerSCDSlim_Tiny(SlimMixin, nnUNetTrainerSCD_Tiny):
-    pass
+class nnUNetTrainerSCDSlim_Tiny(nnUNetTrainerSCDSlim):
+    vit_size = "Tiny"
 
 
 class nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny(nnUNetTrainerSCDSlim_Tiny):
     pixel_classifier = False
 
 
-class nnUNetTrainerUNETRSlim(SlimMixin, nnUNetTrainerUNETR):
+class nnUNetTrainerUNETRSlim(SlimTrainer):
     """Fine-tunes the sliced dense UNETR (slim without token pruning)."""
 
 
-class nnUNetTrainerUNETRSlim_Tiny(SlimMixin, nnUNetTrainerUNETR_Tiny):
-    pass
+class nnUNetTrainerUNETRSlim_Tiny(nnUNetTrainerUNETRSlim):
+    vit_size = "Tiny"
 
 
 class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny(nnUNetTrainerUNETRSlim_Tiny):
     pixel_classifier = False
-
-
-# ---------------------------------------------------------------------- the CPU walk-through (README): one row each
-class nnUNetTrainerSCDSearch_Tiny_cpuShort(nnUNetTrainerSCDSearch_Tiny):
-    recipe = RECIPES["cpuShort"]
-    slim_trainer = "nnUNetTrainerSCDSlim_Tiny_cpuShort"
-
-
-class nnUNetTrainerUNETRSearch_Tiny_cpuShort(nnUNetTrainerUNETRSearch_Tiny):
-    recipe = RECIPES["cpuShort"]
-    slim_trainer = "nnUNetTrainerUNETRSlim_Tiny_cpuShort"
-
-
-class nnUNetTrainerSCDSlim_Tiny_cpuShort(nnUNetTrainerSCDSlim_Tiny):
-    recipe = RECIPES["cpuShort"]
-
-
-class nnUNetTrainerUNETRSlim_Tiny_cpuShort(nnUNetTrainerUNETRSlim_Tiny):
-    recipe = RECIPES["cpuShort"]
-
-
-class nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_cpuShort(nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny):
-    recipe = RECIPES["cpuShort"]
-
-
-__all__ = ["SearchMixin", "SlimMixin", *defined_trainers(globals())]
