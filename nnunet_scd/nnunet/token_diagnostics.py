@@ -1,7 +1,7 @@
 """What STP's token selection does during an nnU-Net training: the pieces the SCD trainers log.
 
 Per epoch and pruning stage, the trainers log the foreground enrichment of the kept tokens on
-the validation batches (``nnunet_scd.model.guidance``) and the norm of the scorer's gradient
+the validation batches (``nnunet_scd.model.guidance``), the same per class, and the norm of the scorer's gradient
 relative to the rest of the network on the training batches, and plot both into
 ``token_selection.png`` next to nnU-Net's ``progress.png``.
 """
@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
 from nnunet_scd.atomic import atomic_target
 
-__all__ = ["foreground_masks", "plot_token_selection", "scorer_grad_ratios"]
+__all__ = ["class_masks", "class_names", "foreground_masks", "label_classes", "plot_token_selection",
+           "scorer_grad_ratios"]
 
 
 def foreground_masks(target: torch.Tensor, label_manager: LabelManager) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -37,6 +39,34 @@ def foreground_masks(target: torch.Tensor, label_manager: LabelManager) -> tuple
         return labels > 0, None
     valid = labels != ignore
     return (labels > 0) & valid, valid
+
+
+def class_masks(target: torch.Tensor, label_manager: LabelManager) -> torch.Tensor:
+    """Voxels of each foreground class (B, C, *S) bool, C = foreground labels or regions, in output-channel order.
+
+    ``target`` as in ``foreground_masks``. Ignore-label voxels belong to no class.
+    """
+    if not label_manager.has_regions:
+        return label_classes(target[:, 0], label_manager)
+    regions = target[:, :len(label_manager.foreground_regions)].bool()
+    return regions & ~target[:, -1:].bool() if label_manager.has_ignore_label else regions
+
+
+def label_classes(labels: torch.Tensor, label_manager: LabelManager) -> torch.Tensor:
+    """(B, *S) label map -> (B, C, *S) bool, one channel per foreground label, or per region where the plans have
+    regions (a region holds several labels). Ignore-label voxels belong to no class."""
+    classes = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
+    return torch.stack([torch.isin(labels, torch.as_tensor(c, device=labels.device)) for c in classes], dim=1)
+
+
+def class_names(label_manager: LabelManager) -> list[str]:
+    """dataset.json's name of each class of ``class_masks``, in the same order."""
+    classes = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
+    def key(value) -> tuple[int, ...]:  # a label, or a region's labels, as dataset.json or the manager writes it
+        return tuple(int(v) for v in np.ravel(value))
+
+    by_value = {key(v): name for name, v in label_manager.label_dict.items() if name != "ignore"}
+    return [by_value.get(key(c), str(c)) for c in classes]
 
 
 def scorer_grad_ratios(network: nn.Module) -> list[float]:

@@ -46,6 +46,9 @@ ARMS: tuple[Arm, ...] = (
         "guided STP, a quarter kept as even context"),
     Arm("topk@0.1", "nnUNetTrainerSCD_TopKTraining_keep0p1_Tiny_converge", 0.1,
         "guided STP, top-k in training as at inference"),
+    Arm("quota", "nnUNetTrainerSCD_ClassQuota_Tiny_converge", 0.25, "guided STP, half kept as per-class quotas"),
+    Arm("quota@0.1", "nnUNetTrainerSCD_ClassQuota_keep0p1_Tiny_converge", 0.1,
+        "guided STP, half kept as per-class quotas"),
 )
 
 
