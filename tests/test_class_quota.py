@@ -15,7 +15,7 @@ from nnunet_scd.nnunet import trainers as tr
 
 
 def _class_logits(num_tokens: int, present: dict[int, list[int]], num_classes: int = 3) -> torch.Tensor:
-    """(1, N, C) presence log-odds: -4 everywhere, and for each class its listed tokens at +4, +3.9, ... (best first)."""
+    """(1, N, C) presence log-odds: -4 everywhere; each class's listed tokens at +4, +3.9, ... (best first)."""
     logits = torch.full((1, num_tokens, num_classes), -4.0)
     for c, tokens in present.items():
         logits[0, tokens, c] = 4.0 - 0.1 * torch.arange(len(tokens), dtype=torch.float32)
