@@ -22,7 +22,14 @@ from nnunet_scd.model.guidance import (
     token_voxel_counts,
 )
 from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
-from nnunet_scd.model.stp import SAMPLERS, PriorityTokenPruning, RandomTokenPruning, SoftTopKPruning, spread_priority
+from nnunet_scd.model.stp import (
+    SAMPLERS,
+    PriorityTokenPruning,
+    PrunedTokens,
+    RandomTokenPruning,
+    SoftTopKPruning,
+    spread_priority,
+)
 from nnunet_scd.model.tokens import scatter_tokens
 from nnunet_scd.model.unetr import UNETRDecoder
 from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
@@ -344,7 +351,8 @@ class SCDNet(nn.Module):
             if next_stage is not None and depth == next_stage[0]:
                 scored = positions
                 remaining_priority = None if priority is None else torch.gather(priority, 1, positions)
-                out = next_stage[1](tokens, positions, remaining_priority)
+                # Any tuple in PrunedTokens' field order is a stage output (a wrapped stage may return a plain one).
+                out = PrunedTokens(*next_stage[1](tokens, positions, remaining_priority))
                 tokens, positions = out.kept, out.kept_positions
                 if out.logits is not None:
                     scorer_logits.append(out.logits)
