@@ -123,9 +123,9 @@ class SCDNet(nn.Module):
         class_quota: STP only: the share of each stage's kept tokens reserved for class quotas (0: none;
             see ``quota.py``). The scorers then also predict, per class, whether a token holds it, and every
             class predicted present keeps its most probable tokens before the usual score ranks the rest.
-        quota_classes: the classes of the quotas, the last ``quota_classes`` output channels. None: every
-            channel but the first, the background of softmax label targets; region targets (one sigmoid
-            channel per region, no background) pass ``num_classes``.
+        quota_classes: how many classes the scorers predict presence of (``guidance_loss`` takes their
+            voxels). None: ``num_classes - 1``, the foreground of softmax label targets, whose channel 0 is
+            background; region targets (one sigmoid channel per region) pass ``num_classes``.
 
     Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
     ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept, and
