@@ -330,7 +330,7 @@ def test_random_pruning_and_no_guidance_trainers_change_only_their_one_thing() -
 def test_foreground_masks_follow_labels_ignore_label_and_regions() -> None:
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    from nnunet_scd.trainers.token_diagnostics import foreground_masks
+    from nnunet_scd.nnunet.label_masks import foreground_masks
 
     labels = torch.tensor([0, 1, 2, 3]).reshape(1, 1, 4)
     fg, valid = foreground_masks(labels, LabelManager({"background": 0, "a": 1, "b": 2, "c": 3}, None))
@@ -537,3 +537,48 @@ def test_stock_demo_trainer_is_nnunet_with_only_the_length_changed(nnunet_env: P
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (
         recipe.epochs, recipe.iterations_per_epoch, recipe.val_iterations_per_epoch)
     assert trainer.initial_lr == 1e-2 and trainer.enable_deep_supervision  # nnU-Net's own recipe
+
+
+def test_class_quota_trainer_guides_the_per_class_head_and_every_trainer_logs_class_enrichment(
+    nnunet_env: Path, make_trainer
+) -> None:
+    trainer = _trainer_with_network(make_trainer, tr.nnUNetTrainerSCD_ClassQuota_Tiny)
+    assert trainer.network.quota_classes == 2  # liver and spleen: every output channel but the background
+    out = trainer.train_step(_batch())
+    assert 0 < float(out["guidance_loss"]) < 10
+    assert trainer.network.pruning[0].scorer.head[-1].weight.grad[1:].abs().sum() > 0
+    trainer.on_epoch_start()
+    trainer.on_train_epoch_start()
+    trainer.on_train_epoch_end([out])
+    trainer.on_validation_epoch_start()
+    outputs = [trainer.validation_step(_batch())]
+    assert outputs[0]["class_token_counts"].shape == (3, 2, 4)
+    trainer.on_validation_epoch_end(outputs)
+    (per_stage,) = trainer.logger.local_logger.my_fantastic_logging["stp_class_enrichment"]
+    assert len(per_stage) == 3 and all(len(classes) == 2 for classes in per_stage)
+    assert "STP per-class enrichment of kept tokens (validation; nan: class absent), per stage: liver " \
+        in Path(trainer.log_file).read_text()
+
+
+def test_class_quota_trainer_refuses_region_targets_in_one_line(nnunet_env: Path, make_plans) -> None:
+    plans = {**make_plans([8, 32, 32], [1.0, 1.0, 1.0], "3d_fullres"), "continue_training": False}
+    dataset = {**copy.deepcopy(DATASET_JSON), "labels": {"background": 0, "whole": [1, 2], "core": 2},
+               "regions_class_order": [1, 2]}
+    with pytest.raises(ValueError, match="this dataset.json defines regions") as error:
+        tr.nnUNetTrainerSCD_ClassQuota_Tiny(plans, "3d_fullres", 0, dataset, torch.device("cpu"))
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_class_masks_follow_labels_ignore_label_and_regions() -> None:
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from nnunet_scd.nnunet.label_masks import class_masks, class_names
+
+    labels = torch.tensor([0, 1, 2, 3]).reshape(1, 1, 4)
+    manager = LabelManager({"background": 0, "a": 1, "b": 2, "ignore": 3}, None)
+    assert class_masks(labels, manager)[0].tolist() == [[False, True, False, False], [False, False, True, False]]
+    assert class_names(manager) == ["a", "b"]
+    regions = torch.tensor([[[0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]]])  # two regions, then the ignore mask
+    manager = LabelManager({"background": 0, "whole": (1, 2), "core": 2, "ignore": 3}, [1, 2])
+    assert class_masks(regions, manager)[0].tolist() == [[False, True, True, False], [False, False, True, False]]
+    assert class_names(manager) == ["whole", "core"]

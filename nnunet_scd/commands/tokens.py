@@ -1,4 +1,5 @@
-"""``nnunet-scd tokens``: foreground enrichment of the tokens trained SCD folds keep, with Dice, over folds."""
+"""``nnunet-scd tokens``: foreground and per-class enrichment of the tokens trained SCD folds keep, with Dice, over
+folds."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def _mean_sd(values: Sequence[float | None]) -> str:
         return "n/a"
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")
     return f"{statistics.mean(values):.3f} ± {sd:.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def _print_class_enrichment(trainer: str, rows: Sequence[dict]) -> None:
+    """One line per class: its enrichment per stage, mean ± sd over the folds in ``rows``."""
+    stages = len(rows[0]["class_enrichment"])
+    width = max(len(c) for c in rows[0]["classes"]) + 2
+    print(f"  {trainer}\n    {'class':<{width}}" + "".join(f"{f'stage {s + 1}':>18}" for s in range(stages)))
+    for c, name in enumerate(rows[0]["classes"]):
+        figures = [_mean_sd([r["class_enrichment"][s][c] for r in rows]) for s in range(stages)]
+        print(f"    {name:<{width}}" + "".join(f"{f:>18}" for f in figures))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         stages = len(rows[0]["enrichment"])
         per_stage = "; ".join(f"stage {s + 1} {_mean_sd([r['enrichment'][s] for r in rows])}" for s in range(stages))
         print(f"  {trainer}: enrichment {per_stage}; Dice {_mean_sd([r['dice'] for r in rows])} (n={len(rows)})")
+    print("\nPer class, mean ± sd over folds: P(token holds the class | kept) / P(token holds the class); a small "
+          "organ the scorer leaves out shows here, where the foreground figure averages it away:")
+    for trainer, rows in report.items():
+        _print_class_enrichment(trainer, rows)
     if args.json:
         write_text_atomic(json.dumps({"dataset": dataset, "configuration": args.configuration, "plans": args.plans,
                                       "trainers": report}, indent=2), args.json)
@@ -65,14 +80,15 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tokens",
-        help="foreground enrichment of the tokens trained SCD folds keep on their validation cases, and Dice",
+        help="foreground and per-class enrichment of the tokens trained SCD folds keep on their validation cases, "
+             "and Dice",
         description=(
             "For each trainer and fold in nnUNet_results, run the fold's checkpoint (nnU-Net's predictor, CPU, "
             "eval mode) over every sliding-window tile of the fold's validation cases as nnU-Net preprocessed "
             "them, and report per pruning stage the foreground enrichment of the kept tokens: P(token holds "
-            "foreground | kept) / P(token holds foreground), pooled over tiles. Random pruning gives 1. The "
-            "fold's mean foreground Dice comes from nnU-Net's validation/summary.json. Ends with mean ± sd over "
-            "the folds given."
+            "foreground | kept) / P(token holds foreground), pooled over tiles, and the same per class "
+            "(label or region). Random pruning gives 1. The fold's mean foreground Dice comes from nnU-Net's "
+            "validation/summary.json. Ends with mean ± sd over the folds given."
         ),
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")

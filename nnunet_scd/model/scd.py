@@ -14,9 +14,22 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from nnunet_scd.model.guidance import foreground_guidance_loss, guidance_target, token_foreground, token_voxel_counts
+from nnunet_scd.model.guidance import (
+    class_presence,
+    foreground_guidance_loss,
+    guidance_target,
+    token_foreground,
+    token_voxel_counts,
+)
 from nnunet_scd.model.mta import MaskTokenCompletion, MultiLayerTokenAssembly
-from nnunet_scd.model.stp import SAMPLERS, PriorityTokenPruning, RandomTokenPruning, SoftTopKPruning, spread_priority
+from nnunet_scd.model.stp import (
+    SAMPLERS,
+    PriorityTokenPruning,
+    PrunedTokens,
+    RandomTokenPruning,
+    SoftTopKPruning,
+    spread_priority,
+)
 from nnunet_scd.model.tokens import scatter_tokens
 from nnunet_scd.model.unetr import UNETRDecoder
 from nnunet_scd.model.vit import Block, LearnedPositionEmbedding, PatchEmbed, token_grid
@@ -107,11 +120,18 @@ class SCDNet(nn.Module):
             selection sees.
         context_fraction: STP only: the share of each stage's kept tokens reserved for evenly spread
             context before the scorer chooses the rest (0: none).
+        class_quota: STP only: the share of each stage's kept tokens reserved for class quotas (0: none;
+            see ``quota.py``). The scorers then also predict, per class, whether a token holds it, and every
+            class predicted present keeps its most probable tokens before the usual score ranks the rest.
+        quota_classes: how many classes the scorers predict presence of (``guidance_loss`` takes their
+            voxels). None: ``num_classes - 1``, the foreground of softmax label targets, whose channel 0 is
+            background; region targets (one sigmoid channel per region) pass ``num_classes``.
 
     Shapes: (B, C, *S) -> (B, num_classes, *S), S divisible by ``token_size``. After each forward,
     ``kept_indices`` holds, per stage, the (B, K) grid positions of the tokens kept, and
     ``scorer_logits`` / ``scored_positions`` the (B, N_s) logits of each STP stage's scorer and the
-    grid positions they score (what ``guidance_loss`` supervises).
+    grid positions they score (what ``guidance_loss`` supervises), and with class quotas
+    ``scorer_class_logits`` their (B, N_s, quota_classes) per-class presence logits.
     """
 
     def __init__(
@@ -140,6 +160,8 @@ class SCDNet(nn.Module):
         num_samples: int = 100,
         token_selection: str = "stp",
         context_fraction: float = 0.0,
+        class_quota: float = 0.0,
+        quota_classes: int | None = None,
     ) -> None:
         super().__init__()
         _check_sizes(input_channels=input_channels, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
@@ -160,14 +182,21 @@ class SCDNet(nn.Module):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if token_selection not in TOKEN_SELECTIONS:
             raise ValueError(f"token_selection must be one of {TOKEN_SELECTIONS}, got {token_selection!r}.")
-        if context_fraction and token_selection != "stp":
-            raise ValueError(f"context_fraction reserves part of the STP scorer's budget; token_selection "
-                             f"{token_selection!r} has no scorer, so leave context_fraction at 0.")
+        for name, share in (("context_fraction", context_fraction), ("class_quota", class_quota)):
+            if share and token_selection != "stp":
+                raise ValueError(f"{name} reserves part of the STP scorer's budget; token_selection "
+                                 f"{token_selection!r} has no scorer, so leave {name} at 0.")
+        quota_classes = num_classes - 1 if quota_classes is None else quota_classes
+        if class_quota and not 1 <= quota_classes <= num_classes:
+            raise ValueError(f"class quotas need 1 to num_classes={num_classes} quota classes, got {quota_classes} "
+                             "(None: every output channel but the background).")
         self.input_channels = input_channels
         # The oracle's label channel rides behind the image channels; a dense net has no selection to feed.
         self.label_channels = 1 if token_selection == "oracle" and keep_ratios is not None else 0
         self.token_selection = token_selection
         self.context_fraction = context_fraction
+        self.class_quota = class_quota
+        self.quota_classes = quota_classes if class_quota else 0
         # The outputs of blocks d/4, d/2 and 3d/4 (1-based: 3/6/9 of 12), UNETR's z3, z6, z9, which are also the
         # pruning points, so each per-depth skip is the last full view before a stage removes tokens. MONAI's UNETR
         # indexes hidden_states_out[3/6/9], the outputs of blocks 4/7/10.
@@ -191,7 +220,8 @@ class SCDNet(nn.Module):
             _check_schedule(depth, tuple(prune_after), tuple(keep_ratios))
             self.prune_after = tuple(int(b) for b in prune_after)
             self.pruning = nn.ModuleList(
-                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples, context_fraction)
+                SoftTopKPruning(embed_dim, r, sampler, tau, sigma, num_samples, context_fraction, class_quota,
+                                self.quota_classes)
                 if token_selection == "stp" else RandomTokenPruning(r, seed=stage) if token_selection == "random"
                 else PriorityTokenPruning(r, seed=stage)
                 for stage, r in enumerate(keep_ratios)
@@ -212,6 +242,7 @@ class SCDNet(nn.Module):
         )
         self.kept_indices: list[torch.Tensor] = []
         self.scorer_logits: list[torch.Tensor] = []
+        self.scorer_class_logits: list[torch.Tensor] = []
         self.scored_positions: list[torch.Tensor] = []
         self.apply(_init_transformer_weights)
         for stage in self.pruning:  # the scorers keep their own initialisation (see TokenScorer)
@@ -222,7 +253,7 @@ class SCDNet(nn.Module):
         # The last forward's scorer logits belong to its autograd graph, which cannot be copied or pickled;
         # a deep copy (FLOP counting) or a pickled module starts without them.
         state = self.__dict__.copy()
-        state["scorer_logits"], state["scored_positions"] = [], []
+        state["scorer_logits"], state["scorer_class_logits"], state["scored_positions"] = [], [], []
         return state
 
     @property
@@ -243,19 +274,30 @@ class SCDNet(nn.Module):
         return {"stem": r"^patch_embed|^pos_embed", "blocks": r"^blocks\.(\d+)"}
 
     def guidance_loss(self, foreground: torch.Tensor, valid: torch.Tensor | None = None,
-                      target: str = "foreground") -> torch.Tensor:
+                      target: str = "foreground", classes: torch.Tensor | None = None) -> torch.Tensor:
         """Guidance of the scorers for the last forward pass (see ``guidance.py``).
 
         Args:
             foreground: (B, *S) bool, voxels of any foreground class in the input patch.
             valid: (B, *S) bool, annotated voxels (None: all); tokens without any do not count.
             target: what each token's logit learns, one of ``GUIDANCE_TARGETS``.
+            classes: (B, quota_classes, *S) bool, the voxels of each quota class (not ignore-label ones);
+                needed with class quotas, whose per-class presence logits learn from it.
 
-        Returns a scalar, zero when no scorer ran (dense or random pruning).
+        Returns a scalar, zero when no scorer ran (dense or random pruning): with class quotas, the sum of the
+        guidance and the per-class presence loss.
         """
         tokens_target = guidance_target(foreground, self.token_size, target, valid)
         tokens_valid = None if valid is None else token_foreground(valid, self.token_size)
-        return foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_target, tokens_valid)
+        loss = foreground_guidance_loss(self.scorer_logits, self.scored_positions, tokens_target, tokens_valid)
+        if not self.scorer_class_logits:
+            return loss
+        if classes is None or classes.shape[1] != self.quota_classes:
+            raise ValueError(f"the class quotas' presence logits learn from (B, {self.quota_classes}, *S) voxels "
+                             f"of each class; got {None if classes is None else tuple(classes.shape)}.")
+        presence = class_presence(classes, self.token_size)
+        return loss + foreground_guidance_loss(self.scorer_class_logits, self.scored_positions, presence,
+                                               tokens_valid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes, *S) for images (B, C, *S)."""
@@ -299,7 +341,7 @@ class SCDNet(nn.Module):
         positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
         # Tokens that left the encoder at each stage, with their grid positions.
         left, left_positions = [], []
-        hidden_skips, kept_indices, scorer_logits, scored_positions = [], [], [], []
+        hidden_skips, kept_indices, scorer_logits, class_logits, scored_positions = [], [], [], [], []
         stages = iter(zip(self.prune_after, self.pruning))
         next_stage = next(stages, None)
         for depth, block in enumerate(self.blocks, start=1):
@@ -309,20 +351,24 @@ class SCDNet(nn.Module):
             if next_stage is not None and depth == next_stage[0]:
                 scored = positions
                 remaining_priority = None if priority is None else torch.gather(priority, 1, positions)
-                tokens, positions, pruned, pruned_positions, logits = next_stage[1](tokens, positions,
-                                                                                    remaining_priority)
-                if logits is not None:
-                    scorer_logits.append(logits)
+                # Any tuple in PrunedTokens' field order is a stage output (a wrapped stage may return a plain one).
+                out = PrunedTokens(*next_stage[1](tokens, positions, remaining_priority))
+                tokens, positions = out.kept, out.kept_positions
+                if out.logits is not None:
+                    scorer_logits.append(out.logits)
                     scored_positions.append(scored)
-                left.append(pruned)
-                left_positions.append(pruned_positions)
+                if out.class_logits is not None:
+                    class_logits.append(out.class_logits)
+                left.append(out.pruned)
+                left_positions.append(out.pruned_positions)
                 kept_indices.append(positions.detach())
                 next_stage = next(stages, None)
         completed = self.completion([*left, self.norm(tokens)], [*left_positions, positions], grid)
         if self.skip_assembly == "shared":
             hidden_skips = [completed] * len(self.skip_depths)
         self.kept_indices = kept_indices
-        self.scorer_logits, self.scored_positions = scorer_logits, scored_positions
+        self.scorer_logits, self.scorer_class_logits, self.scored_positions = scorer_logits, class_logits, \
+            scored_positions
         return self.decoder(x, completed, hidden_skips, grid, head=False)
 
     def _check_input(self, x: torch.Tensor) -> None:

@@ -14,7 +14,8 @@ the evenly spaced baseline (priority: ``spread_priority``, a coarse-to-fine orde
 Every stage takes ``(x, positions, priority)``: the tokens, their grid positions, and an optional
 per-token priority that SCDNet gathers for the tokens that remain. STP uses it for the reserved
 context budget (``context_fraction``): that share of the kept tokens is the best-spread one, the
-scorer chooses the rest.
+scorer chooses the rest. With class quotas (``class_quota``, see ``quota.py``) the scorer also
+predicts per-class presence, and a share of the budget goes to each class it predicts present.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_scd.model.quota import quota_tokens
 from nnunet_scd.model.tokens import gather_tokens
 
 __all__ = [
@@ -56,16 +58,19 @@ class TokenScorer(nn.Module):
 
     LayerNorm -> Linear(D, D) -> GELU; the first half of the channels stays per token (local),
     the second half is averaged over the tokens (global) and broadcast back; then an MLP
-    D -> D/2 -> D/4 -> 1 and a log-sigmoid.
+    D -> D/2 -> D/4 -> 1 + C and a log-sigmoid of the first output.
 
     Args:
         dim: token width D.
+        num_classes: C, classes whose presence in each token the scorer also predicts (the class
+            quotas' head, sharing the MLP); 0 (default): none.
 
     Shapes: (B, N, D) -> (B, N).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.local_dim = dim // 2
         self.in_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
         self.head = nn.Sequential(
@@ -73,7 +78,7 @@ class TokenScorer(nn.Module):
             nn.GELU(),
             nn.Linear(dim // 2, dim // 4),
             nn.GELU(),
-            nn.Linear(dim // 4, 1),
+            nn.Linear(dim // 4, 1 + num_classes),
         )
         self.reset_parameters()
 
@@ -91,10 +96,15 @@ class TokenScorer(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N): the scores before the log-sigmoid, i.e. log-odds of keeping each token."""
+        return self.split_logits(x)[0]
+
+    def split_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, D) -> keep log-odds (B, N) and per-class presence log-odds (B, N, C), None without classes."""
         h = self.in_proj(x)
         local, global_ = h.split([self.local_dim, h.shape[-1] - self.local_dim], dim=-1)
         global_ = global_.mean(dim=1, keepdim=True).expand_as(global_)
-        return self.head(torch.cat([local, global_], dim=-1)).squeeze(-1)
+        out = self.head(torch.cat([local, global_], dim=-1))
+        return out[..., 0], out[..., 1:] if self.num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.logsigmoid(self.logits(x))
@@ -168,6 +178,7 @@ class PrunedTokens(NamedTuple):
     pruned: torch.Tensor  # (B, N - K, D)
     pruned_positions: torch.Tensor  # (B, N - K)
     logits: torch.Tensor | None = None  # (B, N) scorer log-odds of every input token; None without a scorer
+    class_logits: torch.Tensor | None = None  # (B, N, C) per-class presence log-odds; None without class quotas
 
 
 def spread_priority(grid: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
@@ -198,6 +209,19 @@ def _split(x: torch.Tensor, positions: torch.Tensor, order: torch.Tensor, k: int
             gather_tokens(x, drop), torch.gather(positions, 1, drop))
 
 
+def _promote(order: torch.Tensor, mask: torch.Tensor | None, chosen: torch.Tensor,
+             k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move the ``chosen`` tokens (B, N) bool to the front of ``order`` (B, N), the rest keeping their order.
+
+    At most k are chosen, so all are kept and displace the last of the sampler's k. The straight-through
+    mask (B, N) changes its forward value to the new kept set and keeps the sampler's soft gradient.
+    """
+    promoted = torch.gather(order, 1, _descending_order(torch.gather(chosen, 1, order).float()))
+    if mask is not None:
+        mask = mask - _indicator(order, k, mask) + _indicator(promoted, k, mask)
+    return promoted, mask
+
+
 class SoftTopKPruning(nn.Module):
     """One STP stage: score the tokens that remain and keep ``keep_count(N, keep_ratio)``.
 
@@ -211,6 +235,11 @@ class SoftTopKPruning(nn.Module):
         num_samples: Gaussian samples per step.
         context_fraction: share of the kept tokens reserved for context, chosen by the priority given to
             ``forward`` (evenly spread ones), before the scorer chooses the rest; 0 (default): none.
+        class_quota: share of the kept tokens reserved for class quotas (``quota.quota_tokens``): the
+            scorer's most probable tokens of each class it predicts present, before its usual score ranks
+            the rest; 0 (default): none. In training the quota tokens replace the sampler's last picks and
+            the straight-through mask keeps the sampler's gradient.
+        quota_classes: classes the scorer predicts presence of, for the quotas (at least 1 with a quota).
     """
 
     def __init__(
@@ -222,12 +251,19 @@ class SoftTopKPruning(nn.Module):
         sigma: float = 0.05,
         num_samples: int = 100,
         context_fraction: float = 0.0,
+        class_quota: float = 0.0,
+        quota_classes: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep ratio must be in (0, 1], got {keep_ratio}.")
         if not 0.0 <= context_fraction < 1.0:
             raise ValueError(f"context_fraction must be in [0, 1), got {context_fraction}.")
+        if not 0.0 <= class_quota <= 1.0 - context_fraction:
+            raise ValueError(f"class_quota must be in [0, 1 - context_fraction], got {class_quota} with "
+                             f"context_fraction {context_fraction}.")
+        if class_quota and quota_classes < 1:
+            raise ValueError(f"class quotas need at least one class to predict, got quota_classes={quota_classes}.")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if tau <= 0 or sigma <= 0 or num_samples < 1:
@@ -238,23 +274,33 @@ class SoftTopKPruning(nn.Module):
         self.sigma = sigma
         self.num_samples = num_samples
         self.context_fraction = context_fraction
-        self.scorer = TokenScorer(dim)
+        self.class_quota = class_quota
+        # The class head only exists with quotas, so the state dicts of quota-free networks stay as they were.
+        self.scorer = TokenScorer(dim, quota_classes if class_quota else 0)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, priority: torch.Tensor | None = None) -> PrunedTokens:
         """(B, N, D), (B, N), optional (B, N) context priority -> kept and pruned tokens with their original
-        positions, and the scorer's logits."""
+        positions, and the scorer's logits (with quotas, its per-class logits too)."""
         k = keep_count(x.shape[1], self.keep_ratio)
         context = min(k - 1, round(self.context_fraction * k))
+        quota = min(k - context, round(self.class_quota * k))
         if context and priority is None:
             raise ValueError("a reserved context budget needs the per-token priority that chooses the context.")
         with _full_precision(x.device):
-            logits = self.scorer.logits(x.float())
+            logits, class_logits = self.scorer.split_logits(x.float())
             scores = F.logsigmoid(logits)
             # The context tokens come first; the scorer ranks the others for the remaining k - context places.
             by_priority = _descending_order(priority) if context else None
             candidates = by_priority[:, context:] if context else None
             ranked = scores if candidates is None else torch.gather(scores, 1, candidates)
             order, mask = self._rank(ranked, k - context)
+            if quota:
+                # The class head learns from its own targets; the choice it makes passes no gradient.
+                candidate_logits = class_logits.detach()
+                if candidates is not None:
+                    candidate_logits = gather_tokens(candidate_logits, candidates)
+                chosen = quota_tokens(candidate_logits, quota)
+                order, mask = _promote(order, mask, chosen, k - context)
             if candidates is not None:
                 order = torch.cat([by_priority[:, :context], torch.gather(candidates, 1, order)], dim=1)
                 if mask is not None:
@@ -265,7 +311,7 @@ class SoftTopKPruning(nn.Module):
             mask = mask.to(x.dtype)
             kept = kept * torch.gather(mask, 1, order[:, :k]).unsqueeze(-1)
             pruned = pruned * (1.0 - torch.gather(mask, 1, order[:, k:])).unsqueeze(-1)
-        return PrunedTokens(kept, kept_positions, pruned, pruned_positions, logits)
+        return PrunedTokens(kept, kept_positions, pruned, pruned_positions, logits, class_logits)
 
     def _rank(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The token order (first k kept) and, in training, the straight-through mask of the sampler."""

@@ -1,4 +1,5 @@
-"""Which tokens a trained SCD fold keeps on its held-out cases: foreground enrichment per stage, and Dice.
+"""Which tokens a trained SCD fold keeps on its held-out cases: foreground and per-class enrichment per stage,
+and Dice.
 
 The check runs nnU-Net's own pieces only: the fold's checkpoint through ``nnUNetPredictor``, the
 fold's validation cases from ``splits_final.json`` as nnU-Net preprocessed them, and the predictor's
@@ -19,8 +20,9 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.model.guidance import class_presence, enrichment, enrichment_counts, token_foreground
 from nnunet_scd.nnunet.checkpoints import check_checkpoint_readable
+from nnunet_scd.nnunet.label_masks import class_names, label_classes
 from nnunet_scd.nnunet.predictor import load_predictor
 from nnunet_scd.unwrap import unwrap
 
@@ -29,7 +31,11 @@ __all__ = ["FoldTokenSelection", "fold_token_selection", "validation_dice"]
 
 @dataclass(frozen=True)
 class FoldTokenSelection:
-    """One trained fold: per-stage enrichment on its validation cases, and nnU-Net's validation Dice."""
+    """One trained fold: per-stage enrichment on its validation cases, and nnU-Net's validation Dice.
+
+    ``class_enrichment`` holds, per stage, one figure per class of ``classes`` (dataset.json's foreground
+    labels, or its regions), nan for a class absent from every tile.
+    """
 
     fold: int
     cases: int
@@ -38,6 +44,8 @@ class FoldTokenSelection:
     enrichment: tuple[float, ...]
     foreground_share: float  # of all tokens in the tiles
     dice: float | None  # mean foreground Dice of nnU-Net's final validation, if it ran
+    classes: tuple[str, ...]
+    class_enrichment: tuple[tuple[float, ...], ...]
 
 
 def validation_dice(fold_dir: Path) -> float | None:
@@ -68,7 +76,7 @@ def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "check
     ignore = predictor.label_manager.ignore_label
     patch_size = predictor.configuration_manager.patch_size
 
-    counts, tiles = None, 0
+    counts, class_counts, tiles = None, None, 0
     with torch.no_grad():
         for case in cases:
             # Zero-padded up to the patch, as nnUNetPredictor pads a small case.
@@ -80,6 +88,9 @@ def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "check
                 network(torch.from_numpy(np.ascontiguousarray(data[slicer][None])).float())
                 tile_counts = enrichment_counts(network.kept_indices, token_foreground(foreground, network.token_size))
                 counts = tile_counts if counts is None else counts + tile_counts
+                classes = class_presence(label_classes(labels, predictor.label_manager), network.token_size)
+                tile_class_counts = enrichment_counts(network.kept_indices, classes)
+                class_counts = tile_class_counts if class_counts is None else class_counts + tile_class_counts
                 tiles += 1
     return FoldTokenSelection(
         fold=fold, cases=len(cases), tiles=tiles,
@@ -87,4 +98,6 @@ def fold_token_selection(model_folder: Path, fold: int, checkpoint: str = "check
         enrichment=tuple(enrichment(counts)),
         foreground_share=float(counts[0, 2] / counts[0, 3]) if counts is not None else math.nan,
         dice=validation_dice(fold_dir),
+        classes=tuple(class_names(predictor.label_manager)),
+        class_enrichment=tuple(map(tuple, enrichment(class_counts))) if class_counts is not None else (),
     )

@@ -32,6 +32,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("oracle", "nnUNetTrainerSCD_Oracle_Tiny_converge", 0.25, "most ground-truth foreground", label_free=False),
     Arm("guided@0.1", "nnUNetTrainerSCD_keep0p1_Tiny_converge", 0.1, "STP with foreground guidance"),
     Arm("random@0.1", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge", 0.1, "uniformly random tokens"),
+    Arm("unguided@0.1", "nnUNetTrainerSCD_NoGuidance_keep0p1_Tiny_converge", 0.1, "STP trained as in the paper"),
     Arm("oracle@0.1", "nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge", 0.1, "most ground-truth foreground",
         label_free=False),
     Arm("nnU-Net", "nnUNetTrainer_converge", None, "stock nnU-Net, the dense arm's wall time"),
@@ -46,6 +47,9 @@ ARMS: tuple[Arm, ...] = (
         "guided STP, a quarter kept as even context"),
     Arm("topk@0.1", "nnUNetTrainerSCD_TopKTraining_keep0p1_Tiny_converge", 0.1,
         "guided STP, top-k in training as at inference"),
+    Arm("quota", "nnUNetTrainerSCD_ClassQuota_Tiny_converge", 0.25, "guided STP, half kept as per-class quotas"),
+    Arm("quota@0.1", "nnUNetTrainerSCD_ClassQuota_keep0p1_Tiny_converge", 0.1,
+        "guided STP, half kept as per-class quotas"),
 )
 
 

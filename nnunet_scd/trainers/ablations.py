@@ -2,8 +2,8 @@
 
 - token selection: the oracle bound and the evenly spaced no-learning baseline (random pruning, the
   ablation that tells whether STP learns, is public: ``public.nnUNetTrainerSCD_RandomPruning``);
-- the scorer's training: no guidance (the paper's STP), boundary guidance, a reserved context
-  budget, top-k in training as at inference;
+- the scorer's training: no guidance (the paper's STP), boundary guidance, class-balanced quotas, a
+  reserved context budget, top-k in training as at inference;
 - the network, against the authors': shared skips, full-width completion;
 - the keep ratio.
 """
@@ -16,6 +16,8 @@ from nnunet_scd.trainers.public import nnUNetTrainerSCD
 __all__ = [
     "nnUNetTrainerSCD_BoundaryGuidance",
     "nnUNetTrainerSCD_BoundaryGuidance_Tiny",
+    "nnUNetTrainerSCD_ClassQuota",
+    "nnUNetTrainerSCD_ClassQuota_Tiny",
     "nnUNetTrainerSCD_Context",
     "nnUNetTrainerSCD_Context_Tiny",
     "nnUNetTrainerSCD_EvenlySpaced",
@@ -90,6 +92,14 @@ class nnUNetTrainerSCD_TopKTraining(nnUNetTrainerSCD):
     sampler = "topk"
 
 
+class nnUNetTrainerSCD_ClassQuota(nnUNetTrainerSCD):
+    """Class-balanced quotas: the scorers also predict per-class presence, and half of each stage's kept tokens is
+    shared among the classes predicted present (each its most probable tokens) before guidance ranks the rest.
+    Label targets only (not nnU-Net regions)."""
+
+    class_quota = 0.5
+
+
 class nnUNetTrainerSCD_SharedSkips(nnUNetTrainerSCD):
     """The completed tokens feed every decoder skip, as in the authors' code, instead of our per-depth skips."""
 
@@ -133,6 +143,10 @@ class nnUNetTrainerSCD_Context_Tiny(nnUNetTrainerSCD_Context):
 
 
 class nnUNetTrainerSCD_TopKTraining_Tiny(nnUNetTrainerSCD_TopKTraining):
+    vit_size = "Tiny"
+
+
+class nnUNetTrainerSCD_ClassQuota_Tiny(nnUNetTrainerSCD_ClassQuota):
     vit_size = "Tiny"
 
 

@@ -28,15 +28,16 @@ from torch import autocast, nn
 
 from nnunet_scd.atomic import atomic_target
 from nnunet_scd.geometry import VIT_SIZES
-from nnunet_scd.model.guidance import enrichment, enrichment_counts, token_foreground
+from nnunet_scd.model.guidance import class_presence, enrichment, enrichment_counts, token_foreground
 from nnunet_scd.model.scd import SCDNet
 from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, check_checkpoint_readable, fallback_checkpoints
+from nnunet_scd.nnunet.label_masks import class_masks, class_names, foreground_masks
 from nnunet_scd.nnunet.token_config import TokenConfig, apply_token_config, resolve_token_config
 from nnunet_scd.trainers.epoch_timing import TimedLoader, format_epoch_breakdown
 from nnunet_scd.trainers.optim import WarmupCosineLRScheduler, WarmupPolyLRScheduler, adamw_param_groups
 from nnunet_scd.trainers.recipe import OURS, STOCK, Recipe
 from nnunet_scd.trainers.seeding import SEED_ENVIRONMENT_VARIABLE, resolve_seed, seed_everything, worker_seeds
-from nnunet_scd.trainers.token_diagnostics import foreground_masks, plot_token_selection, scorer_grad_ratios
+from nnunet_scd.trainers.token_diagnostics import plot_token_selection, scorer_grad_ratios
 from nnunet_scd.unwrap import unwrap
 
 __all__ = ["LR_SCHEDULES", "RecipeTrainer", "ViTTrainer"]
@@ -167,6 +168,7 @@ class ViTTrainer(RecipeTrainer):
     token_selection: str = "stp"  # "random": the ablation that tells whether STP learns
     context_fraction: float = 0.0  # share of each stage's kept tokens reserved for evenly spread context (STP)
     sampler: str = "gumbel"  # STP's training-time top-k; "topk" selects as inference does
+    class_quota: float = 0.0  # share of each stage's kept tokens for the classes the scorer predicts present (STP)
     # --- foreground guidance of the scorers: weight of their BCE next to nnU-Net's loss (0: the paper's STP) ---
     guidance_weight: float = 1.0
     guidance_target: str = "foreground"  # what each scorer logit learns (model.guidance.GUIDANCE_TARGETS)
@@ -187,6 +189,11 @@ class ViTTrainer(RecipeTrainer):
         self.initial_lr = optimizer.lr_for(self.configuration_manager.batch_size)
         self.weight_decay = optimizer.weight_decay
         self.enable_deep_supervision = False
+        if self.class_quota and self.label_manager.has_regions:
+            # build_network_architecture, a classmethod, sees only the channel count: it takes channel 0 for background.
+            raise ValueError(f"{type(self).__name__} gives quotas to label classes and cannot tell regions from "
+                             "labels when nnU-Net rebuilds it; this dataset.json defines regions, so use another "
+                             "trainer.")
 
         tokens = self.token_config(self.configuration_manager, configuration)
         planned = list(self.configuration_manager.patch_size)
@@ -229,6 +236,7 @@ class ViTTrainer(RecipeTrainer):
             # Only where set, so the records of existing slim plans still match their trainers.
             **({"context_fraction": cls.context_fraction} if cls.context_fraction else {}),
             **({"sampler": cls.sampler} if cls.sampler != "gumbel" else {}),
+            **({"class_quota": cls.class_quota} if cls.class_quota else {}),
         }
 
     @classmethod
@@ -286,8 +294,11 @@ class ViTTrainer(RecipeTrainer):
         # Autocast only on CUDA, as nnU-Net does: on CPU it is slow and on MPS unsupported.
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.loss(self.network(data), target)
-            guidance = network.guidance_loss(*foreground_masks(target, self.label_manager), self.guidance_target) \
-                if self.guidance_weight and network.scorer_logits else None
+            guidance = None
+            if self.guidance_weight and network.scorer_logits:
+                classes = class_masks(target, self.label_manager) if network.quota_classes else None
+                guidance = network.guidance_loss(*foreground_masks(target, self.label_manager), self.guidance_target,
+                                                 classes)
         total = loss if guidance is None else loss + self.guidance_weight * guidance
         if self.grad_scaler is not None:
             self.grad_scaler.scale(total).backward()
@@ -326,15 +337,19 @@ class ViTTrainer(RecipeTrainer):
     def validation_step(self, batch: dict) -> dict:
         # Before nnU-Net's step, which zeroes ignore-label voxels of the target in place.
         foreground, _ = foreground_masks(batch["target"], self.label_manager)
+        classes = class_masks(batch["target"], self.label_manager)
         out = super().validation_step(batch)
         network = unwrap(self.network, core=True)
         if network.kept_indices:
             tokens_fg = token_foreground(foreground, network.token_size)
             out["token_counts"] = enrichment_counts(network.kept_indices, tokens_fg).numpy()
+            tokens_classes = class_presence(classes, network.token_size)
+            out["class_token_counts"] = enrichment_counts(network.kept_indices, tokens_classes).numpy()
         return out
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
         counts = [o.pop("token_counts") for o in val_outputs if "token_counts" in o]
+        class_counts = [o.pop("class_token_counts") for o in val_outputs if "class_token_counts" in o]
         super().on_validation_epoch_end(val_outputs)
         if not counts:
             return
@@ -344,6 +359,13 @@ class ViTTrainer(RecipeTrainer):
             "STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: "
             + ", ".join(f"{e:.2f}" for e in per_stage)
         )
+        # Per class: the foreground figure is dominated by the large organs and can hide a small one left out.
+        per_class = enrichment(torch.from_numpy(np.sum(class_counts, axis=0)))
+        self._log_token_selection("stp_class_enrichment", per_class)
+        names = class_names(self.label_manager)
+        self.print_to_log_file("STP per-class enrichment of kept tokens (validation; nan: class absent), per stage: "
+                               + "; ".join(", ".join(f"{n} {e:.2f}" for n, e in zip(names, stage, strict=True))
+                                           for stage in per_class))
 
     def on_epoch_end(self) -> None:
         # Plotted here, after nnU-Net's epoch timestamp as its own progress.png is, so that "Epoch time"

@@ -18,6 +18,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_scd.trainers import ablations, public, search
 from nnunet_scd.trainers.ablations import (
     nnUNetTrainerSCD_BoundaryGuidance_Tiny,
+    nnUNetTrainerSCD_ClassQuota_Tiny,
     nnUNetTrainerSCD_Context_Tiny,
     nnUNetTrainerSCD_EvenlySpaced_Tiny,
     nnUNetTrainerSCD_FullWidthCompletion_Tiny,
@@ -108,6 +109,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nnUNetTrainerSCD_keep0p1_Tiny_converge", nnUNetTrainerSCD_Tiny, "converge", {"keep_ratios": KEEP_0P1}),
     Variant("nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge", nnUNetTrainerSCD_RandomPruning_Tiny, "converge",
             {"keep_ratios": KEEP_0P1}),
+    Variant("nnUNetTrainerSCD_NoGuidance_keep0p1_Tiny_converge", nnUNetTrainerSCD_NoGuidance_Tiny, "converge",
+            {"keep_ratios": KEEP_0P1}),
     Variant("nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge", nnUNetTrainerSCD_Oracle_Tiny, "converge",
             {"keep_ratios": KEEP_0P1}),
     Variant("nnUNetTrainer_converge", RecipeTrainer, "convergeStock"),
@@ -123,6 +126,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nnUNetTrainerSCD_Context_keep0p1_Tiny_converge", nnUNetTrainerSCD_Context_Tiny, "converge",
             {"keep_ratios": KEEP_0P1}),
     Variant("nnUNetTrainerSCD_TopKTraining_keep0p1_Tiny_converge", nnUNetTrainerSCD_TopKTraining_Tiny, "converge",
+            {"keep_ratios": KEEP_0P1}),
+    Variant("nnUNetTrainerSCD_ClassQuota_Tiny_converge", nnUNetTrainerSCD_ClassQuota_Tiny, "converge"),
+    Variant("nnUNetTrainerSCD_ClassQuota_keep0p1_Tiny_converge", nnUNetTrainerSCD_ClassQuota_Tiny, "converge",
             {"keep_ratios": KEEP_0P1}),
     # `nnunet-scd demo` (demo/config.py): SCD with the Ti ViT, its dense twin and stock nnU-Net, at one length.
     Variant("nnUNetTrainerSCD_Ti_demo", nnUNetTrainerSCD, "demo", {"vit_size": "Ti"}),

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunet_scd.trainers.token_diagnostics import foreground_masks
+from nnunet_scd.nnunet.label_masks import foreground_masks
 
 __all__ = ["dataset_with_label_channel", "with_label_channel"]
 

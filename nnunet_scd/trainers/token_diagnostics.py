@@ -1,7 +1,7 @@
 """What STP's token selection does during an nnU-Net training: the pieces the SCD trainers log.
 
 Per epoch and pruning stage, the trainers log the foreground enrichment of the kept tokens on
-the validation batches (``nnunet_scd.model.guidance``) and the norm of the scorer's gradient
+the validation batches (``nnunet_scd.model.guidance``), the same per class, and the norm of the scorer's gradient
 relative to the rest of the network on the training batches, and plot both into
 ``token_selection.png`` next to nnU-Net's ``progress.png``.
 """
@@ -12,31 +12,11 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
 from nnunet_scd.atomic import atomic_target
 
-__all__ = ["foreground_masks", "plot_token_selection", "scorer_grad_ratios"]
-
-
-def foreground_masks(target: torch.Tensor, label_manager: LabelManager) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Voxels of any foreground class and, with an ignore label, the annotated voxels: (B, *S) bool each.
-
-    ``target`` is nnU-Net's training target (B, 1, *S) of labels, or (B, R, *S) of regions with
-    the ignore mask as the last channel when the plans have both regions and an ignore label.
-    """
-    ignore = label_manager.ignore_label
-    if label_manager.has_regions:
-        if ignore is None:
-            return target.bool().any(1), None
-        valid = ~target[:, -1].bool()
-        return target[:, :-1].bool().any(1) & valid, valid
-    labels = target[:, 0]
-    if ignore is None:
-        return labels > 0, None
-    valid = labels != ignore
-    return (labels > 0) & valid, valid
+__all__ = ["plot_token_selection", "scorer_grad_ratios"]
 
 
 def scorer_grad_ratios(network: nn.Module) -> list[float]:
