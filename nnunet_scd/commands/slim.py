@@ -106,7 +106,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 3d_fullres")
     parser.add_argument("-f", "--fold", type=int_at_least(0), required=True, help="fold of the search run")
     parser.add_argument("--budget", type=_budget, required=True,
-                        help="fraction of the encoder's params and FLOPs kept, in (0, 1], e.g. 0.7")
+                        help="fraction of the encoder's params and FLOPs kept, in (0, 1], e.g. 0.7 (FLOPs alone when "
+                             "the search had token masks: tokens cost no parameters)")
     parser.add_argument("-tr", "--trainer", default="nnUNetTrainerSCDSearch", help="search trainer of the run")
     parser.add_argument("-p", "--plans", type=plans_identifier, default="nnUNetPlans",
                         help="plans identifier of the search run")

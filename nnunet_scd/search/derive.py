@@ -1,7 +1,8 @@
 """Subnet derivation: one global threshold per dimension type, placed so the encoder fits a cost budget.
 
 The budget is the fraction of the ViT encoder's cost that is kept: the sliced encoder's parameters
-and its forward FLOPs must both be at most ``budget`` x those of the unsliced encoder. For each
+and its forward FLOPs must both be at most ``budget`` x those of the unsliced encoder; with token
+masks, its FLOPs, which all three types cut. For each
 dimension type (attention head-dim channels, MLP neurons and, when searched, tokens) the absolute
 mask values of all blocks are pooled and ranked, so blocks end up with different widths and token
 counts: a block whose masks the search drove down loses more. How far down each ranking the
@@ -15,6 +16,7 @@ inside the same budget.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,13 +163,14 @@ class _Types:
             self.types.append(_RankedType(values, [0] * len(values), [round(c) for c in per_token]))
 
     def select(self, scale: float, equal_heads: bool) -> Selection:
-        keeps = [t.keep(scale) for t in self.types]
-        attn, mlp = keeps[0], keeps[1]
+        """What each type keeps within ``scale`` x its own cost."""
+        attn, mlp = (t.keep(scale) for t in self.types[:2])
         if equal_heads:
             attn = [uniform_heads(keep, mask) for keep, mask in zip(attn, self.types[0].masks)]
         tokens = None
         if self.token_kind is not None:
-            tokens = schedule_tokens(self.token_kind, keeps[2], self.types[2].masks, self.num_tokens, self.stages)
+            tokens = schedule_tokens(self.token_kind, self.types[2].keep(scale), self.types[2].masks,
+                                     self.num_tokens, self.stages)
         return Selection(list(zip(attn, mlp)), tokens)
 
     def cost_of(self, selection: Selection) -> tuple[int, int]:
@@ -182,13 +185,17 @@ def derive_selection(network: nn.Module, budget: float, equal_heads: bool = True
 
     The kept encoder's parameters and forward FLOPs on one training patch (token pruning and the
     token schedule included) are each at most ``budget`` x the unsliced encoder's, by the analytic
-    model of ``encoder_cost``. With ``equal_heads`` every block's kept heads get one width
+    model of ``encoder_cost``. Every type keeps the same share of its own cost. With token masks the
+    budget is the share of FLOPs alone (tokens cost no parameters); the parameters are what the
+    channels' share leaves. With ``equal_heads`` every block's kept heads get one width
     (``uniform_heads``); without, each head keeps exactly the channels above the global threshold.
     """
     budget = check_budget(budget)
     types = _Types(network)
     full_params, full_flops = types.cost_of(types.select(1.0, False))
-    limits = (budget * full_params, budget * full_flops)
+    # Tokens cut FLOPs only: with them the parameter limit would stop the channels first, leave the
+    # FLOPs short of the budget, and give the tokens nothing to do.
+    limits = (math.inf if types.token_kind else budget * full_params, budget * full_flops)
 
     def fits(scale: float) -> bool:
         params, flops = types.cost_of(types.select(scale, equal_heads))

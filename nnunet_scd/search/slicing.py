@@ -157,6 +157,9 @@ def slice_blocks(
 
 
 def _schedule(network: nn.Module, tokens: dict[str, Any]) -> TokenSchedule:
+    if tokens["kind"] == "position" and network.prune_after:
+        raise ValueError("a position token schedule needs a network without pruning stages; these plans or this "
+                         f"network prune after blocks {network.prune_after}.")
     return TokenSchedule.from_record(tokens, network.token_grid).to(network.pos_embed.pos_embed.device)
 
 

@@ -140,8 +140,9 @@ class TokenSchedule(nn.Module):
         grid: the token grid of the training patch.
 
     Call: ``(i, tokens (B, N, D), positions (B, N))`` -> ``GatedTokens`` with the kept tokens
-    (gathered) and the dropped ones. Position schedules need the same positions in every batch
-    element (a network without pruning stages).
+    (gathered) and the dropped ones. A position schedule belongs to a network without pruning
+    stages: the sequence each block receives is then known in advance, so the gather indices are
+    fixed and nothing depends on the values (FLOP counting runs it on the 'meta' device).
     """
 
     def __init__(self, kind: str, kept: Sequence[int], grid: Sequence[int]) -> None:
@@ -150,8 +151,18 @@ class TokenSchedule(nn.Module):
         self.kind = kind
         self.kept = tuple(int(k) for k in kept)
         # Rebuilt from the plans' record, so not part of the state dict: the sliced weights keep their keys.
-        self.register_buffer("blocks_kept", torch.tensor(self.kept, dtype=torch.long), persistent=False)
         self.register_buffer("order", _evenly_spaced_order(grid), persistent=False)
+        if kind == "position":
+            if len(self.kept) != self.order.numel():
+                raise ValueError(f"a position schedule has one entry per grid position ({self.order.numel()}), "
+                                 f"got {len(self.kept)}.")
+            kept_by = torch.tensor(self.kept, dtype=torch.long)
+            sequence = torch.arange(len(self.kept))  # the grid positions block i receives, in order
+            for block in range(max(self.kept, default=0)):
+                stays = kept_by[sequence] > block
+                self.register_buffer(f"keep_{block}", stays.nonzero().flatten(), persistent=False)
+                self.register_buffer(f"drop_{block}", (~stays).nonzero().flatten(), persistent=False)
+                sequence = sequence[stays]
 
     def record(self) -> dict[str, Any]:
         """What the slim plans record (``from_record`` rebuilds the schedule)."""
@@ -169,21 +180,16 @@ class TokenSchedule(nn.Module):
             if count == tokens.shape[1]:
                 return GatedTokens(tokens, positions)
             return GatedTokens(tokens[:, :count], positions[:, :count], None, tokens[:, count:], positions[:, count:])
-        if index == 0 and tokens.shape[1] != self.blocks_kept.numel():
-            raise ValueError(f"the token schedule was derived for a grid of {self.blocks_kept.numel()} tokens, the "
-                             f"input has {tokens.shape[1]}; run the network on the patch size it was sliced at.")
-        keep = self.blocks_kept[positions] > index
-        if keep.all():
+        if index == 0 and tokens.shape[1] != len(self.kept):
+            raise ValueError(f"the token schedule was derived for a grid of {len(self.kept)} tokens, the input has "
+                             f"{tokens.shape[1]}; run the network on the patch size it was sliced at.")
+        keep, drop = getattr(self, f"keep_{index}"), getattr(self, f"drop_{index}")
+        if drop.numel() == 0:
             return GatedTokens(tokens, positions)
-        counts = keep.sum(1)
-        if (counts != counts[0]).any():
-            raise ValueError("a position schedule needs the same positions in every batch element; the network's "
-                             "token selection differs between them (use rank masks with a pruning network).")
-        order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices  # kept first, each in its order
-        count = int(counts[0])
-        sorted_tokens, sorted_positions = gather_tokens(tokens, order), torch.gather(positions, 1, order)
-        return GatedTokens(sorted_tokens[:, :count], sorted_positions[:, :count], None,
-                           sorted_tokens[:, count:], sorted_positions[:, count:])
+        batch = tokens.shape[0]
+        keep, drop = keep.expand(batch, -1), drop.expand(batch, -1)
+        return GatedTokens(gather_tokens(tokens, keep), torch.gather(positions, 1, keep), None,
+                           gather_tokens(tokens, drop), torch.gather(positions, 1, drop))
 
 
 def make_token_masks(network: nn.Module, kind: str) -> TokenMasks:
