@@ -263,3 +263,14 @@ def test_slicing_a_token_search_without_its_schedule_is_refused():
     net = mask_blocks(_net(), token_mask="rank")
     with pytest.raises(ValueError, match="token schedule"):
         slice_blocks(net, _full_channels(net))
+
+
+def test_mask_statistics_and_plot_show_the_token_masks(tmp_path):
+    from nnunet_scd.search import mask_statistics
+    from nnunet_scd.search.plot import plot_mask_distribution
+
+    net = mask_blocks(_net((0.5, 0.5, 0.5)), token_mask="rank")
+    stats = mask_statistics(net)
+    assert len(stats) == 4 and all(row["token_min"] == pytest.approx(torch.tanh(torch.tensor(3.0)).item())
+                                   for row in stats)
+    assert plot_mask_distribution(net, tmp_path / "masks.png").stat().st_size > 1000
