@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_scd.commands import slim as slim_command
 from nnunet_scd.nnunet.slim_plans import plans_identifier, sliced_weights_file, slim_record
-from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks
+from nnunet_scd.search import WithPixelClassifier, load_sliced_state, masked_blocks, token_masks
 from nnunet_scd.search.plot import plot_mask_distribution
+from nnunet_scd.search.token_masks import token_counts
 from nnunet_scd.trainers import derive_slim
 from nnunet_scd.trainers.catalog import TRAINERS
 from nnunet_scd.trainers.derive_slim import derive_slim_plans
@@ -308,3 +310,35 @@ def test_slim_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_pa
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--json: cannot create" in err and "a_file is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("search,slim", [
+    ("nnUNetTrainerUNETRSearchPositionTokens_Tiny", "nnUNetTrainerUNETRSlim_Tiny"),
+    ("nnUNetTrainerSCDSearchRankTokens_Tiny", "nnUNetTrainerSCDSlim_Tiny"),
+])
+def test_token_mask_search_records_its_schedule_and_the_slim_trainer_rebuilds_it(
+        search_run: Path, plans: dict, search: str, slim: str, capsys: pytest.CaptureFixture):
+    run = search_run / "results" / DATASET / f"{search}__nnUNetPlans__3d_fullres"
+    (run / "fold_0").mkdir(parents=True)
+    (run / "plans.json").write_text(json.dumps(plans))
+    (run / "dataset.json").write_text(json.dumps(DATASET_JSON))
+    network = _build(TRAINERS[search], plans)
+    with torch.no_grad():
+        for logits in token_masks(network).logits:
+            logits.uniform_(-2, 3)
+    torch.save({"network_weights": network.state_dict(), "trainer_name": search},
+               run / "fold_0" / "checkpoint_final.pth")
+    assert _run_slim(["-d", DATASET, "-c", "3d_fullres", "-f", "0", "--budget", "0.6", "-tr", search,
+                      "--repeats", "1", "--plans-name", "tokens"]) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert "token masks" in report[0] and "tokens" in report[1]
+    plans = json.loads((search_run / "preprocessed" / DATASET / "tokens.json").read_text())
+    record = slim_record(plans["configurations"]["3d_fullres"])
+    assert record["tokens"]["kind"] == token_masks(network).kind
+    rebuilt = _build(TRAINERS[slim], plans)
+    weights = sliced_weights_file(search_run / "preprocessed" / DATASET, record, 0)
+    load_sliced_state(rebuilt.network, torch.load(weights, weights_only=True))
+    assert rebuilt.network.token_gate.record() == record["tokens"]
+    # The report's per-block table: "tokens before -> after" as measured, as the schedule says.
+    measured = [re.search(r"(\d+) -> (\d+)", line).group(2) for line in report[2:2 + len(record["blocks"])]]
+    assert [int(n) for n in measured] == token_counts(record["tokens"], len(record["blocks"]))

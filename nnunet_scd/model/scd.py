@@ -132,6 +132,13 @@ class SCDNet(nn.Module):
     ``scorer_logits`` / ``scored_positions`` the (B, N_s) logits of each STP stage's scorer and the
     grid positions they score (what ``guidance_loss`` supervises), and with class quotas
     ``scorer_class_logits`` their (B, N_s, quota_classes) per-class presence logits.
+
+    ``token_gate`` (None by default) is the seam of the joint search's token dimension: a module
+    called before block i as ``token_gate(i, tokens, positions)`` that returns ``GatedTokens``. It may
+    weight the tokens' normalised inputs (the search masks; the blocks must then accept a
+    ``token_weight``) or drop tokens (the sliced subnet). A dropped token joins the tokens of the next
+    pruning stage (the final ones after the last stage), so it reaches the skips, the assembly and the
+    decoder as the last block that kept it left it.
     """
 
     def __init__(
@@ -240,6 +247,7 @@ class SCDNet(nn.Module):
         self.decoder = UNETRDecoder(
             input_channels, num_classes, embed_dim, self.token_size, feature_size, pool_strides=pool_strides
         )
+        self.token_gate: nn.Module | None = None
         self.kept_indices: list[torch.Tensor] = []
         self.scorer_logits: list[torch.Tensor] = []
         self.scorer_class_logits: list[torch.Tensor] = []
@@ -316,7 +324,7 @@ class SCDNet(nn.Module):
             priority = token_voxel_counts(label[:, 0] > 0.5, self.token_size)
         grid = token_grid(x.shape[2:], self.token_size)
         tokens = self.patch_embed(x) + self.pos_embed(grid)
-        if not self.is_sparse:
+        if not self.is_sparse and self.token_gate is None:
             return self._forward_dense(x, tokens, grid)
         if self.token_selection == "evenly" or self.context_fraction:
             priority = spread_priority(grid, x.device).expand(x.shape[0], -1)
@@ -336,18 +344,32 @@ class SCDNet(nn.Module):
 
     def _forward_sparse(self, x: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, ...],
                         priority: torch.Tensor | None = None) -> torch.Tensor:
-        """``priority``: (B, N) per grid position, what the oracle, the evenly spaced rule and STP's context rank by."""
+        """``priority``: (B, N) per grid position, what the oracle, the evenly spaced rule and STP's context rank by.
+
+        Also the dense network's forward when a token gate may drop tokens: no stages, and the final
+        tokens go back to the grid by a scatter instead of the completion.
+        """
         batch, num_tokens, _ = tokens.shape
         positions = torch.arange(num_tokens, device=x.device).expand(batch, num_tokens)
-        # Tokens that left the encoder at each stage, with their grid positions.
-        left, left_positions = [], []
+        # Tokens that left the encoder, one source per stage: those the gate dropped since the previous stage,
+        # then those the stage pruned. ``dropped`` collects the gate's since the last stage.
+        left, left_positions, dropped, dropped_positions = [], [], [], []
         hidden_skips, kept_indices, scorer_logits, class_logits, scored_positions = [], [], [], [], []
         stages = iter(zip(self.prune_after, self.pruning))
         next_stage = next(stages, None)
         for depth, block in enumerate(self.blocks, start=1):
-            tokens = block(tokens)
+            if self.token_gate is None:
+                tokens = block(tokens)
+            else:
+                gated = self.token_gate(depth - 1, tokens, positions)
+                if gated.dropped is not None:
+                    dropped.append(gated.dropped)
+                    dropped_positions.append(gated.dropped_positions)
+                positions = gated.positions
+                tokens = block(gated.tokens) if gated.weight is None else block(gated.tokens, gated.weight)
             if depth in self.skip_depths and self.skip_assembly == "per_depth":
-                hidden_skips.append(scatter_tokens([*left, tokens], [*left_positions, positions], num_tokens))
+                hidden_skips.append(scatter_tokens([*left, *dropped, tokens],
+                                                   [*left_positions, *dropped_positions, positions], num_tokens))
             if next_stage is not None and depth == next_stage[0]:
                 scored = positions
                 remaining_priority = None if priority is None else torch.gather(priority, 1, positions)
@@ -359,11 +381,17 @@ class SCDNet(nn.Module):
                     scored_positions.append(scored)
                 if out.class_logits is not None:
                     class_logits.append(out.class_logits)
-                left.append(out.pruned)
-                left_positions.append(out.pruned_positions)
+                left.append(_join([*dropped, out.pruned]))
+                left_positions.append(_join([*dropped_positions, out.pruned_positions]))
+                dropped, dropped_positions = [], []
                 kept_indices.append(positions.detach())
                 next_stage = next(stages, None)
-        completed = self.completion([*left, self.norm(tokens)], [*left_positions, positions], grid)
+        final = self.norm(_join([*dropped, tokens]))
+        final_positions = _join([*dropped_positions, positions])
+        if self.completion is None:  # dense with a gate: every token is where the last block that kept it left it
+            completed = scatter_tokens([final], [final_positions], num_tokens)
+        else:
+            completed = self.completion([*left, final], [*left_positions, final_positions], grid)
         if self.skip_assembly == "shared":
             hidden_skips = [completed] * len(self.skip_depths)
         self.kept_indices = kept_indices
@@ -391,6 +419,11 @@ class SCDNet(nn.Module):
                 f"SCDNet was built for {self.input_channels} input channel(s) but the input has {x.shape[1]}; "
                 "check that every image has the channels the plans expect."
             )
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Token sets (B, K_i, ...) as one (B, sum K_i, ...); a single set as it is (no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _resolve_skip_assembly(skip_assembly: str | None, completion: str) -> str:

@@ -7,10 +7,25 @@ token in memory and in every matmul); assembly scatters them back to their grid 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["gather_tokens", "scatter_tokens"]
+__all__ = ["GatedTokens", "gather_tokens", "scatter_tokens"]
+
+
+class GatedTokens(NamedTuple):
+    """What a token gate hands the next encoder block (see ``SCDNet.token_gate``).
+
+    ``weight`` multiplies each token's normalised input to attention and MLP (None: one);
+    ``dropped`` are tokens that leave the encoder before this block (None: none).
+    """
+
+    tokens: torch.Tensor  # (B, K, D)
+    positions: torch.Tensor  # (B, K) grid positions
+    weight: torch.Tensor | None = None  # (K,) or (B, K)
+    dropped: torch.Tensor | None = None  # (B, N - K, D)
+    dropped_positions: torch.Tensor | None = None  # (B, N - K)
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

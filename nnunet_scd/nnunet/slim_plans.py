@@ -4,6 +4,8 @@
 nnUNet_preprocessed folder. Its configuration carries, under ``scd_slim``:
 
 - ``blocks``: per encoder block, the kept head widths (decreasing) and the MLP width;
+- ``tokens``: the token schedule (``search.TokenSchedule``'s record) when the search had token
+  masks, else null;
 - ``network``: the SCDNet keywords of the search trainer (size, keep ratios, completion), so a
   slim trainer of another size or sparsity is refused instead of failing on shapes;
 - ``budget``, ``search_trainer``, ``slim_trainer`` (the one the search trainer names, or None),

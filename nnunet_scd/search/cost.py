@@ -1,4 +1,4 @@
-"""Analytic cost of a ViT encoder per attention channel and per MLP neuron, for budget-aware derivation.
+"""Analytic cost of a ViT encoder per attention channel, MLP neuron and token, for budget-aware derivation.
 
 Slicing removes, per attention head-dim channel, one row each of q, k and v and one column of the
 output projection; per MLP neuron, one row of fc1 and one column of fc2. What it removes in
@@ -28,23 +28,49 @@ __all__ = ["EncoderCost", "block_tokens", "encoder_cost"]
 class EncoderCost:
     """Parameters and FLOPs of an encoder as fixed part + per-channel costs of each block.
 
-    ``attn_params[i]`` / ``attn_flops[i]``: what one head-dim channel of block i costs;
-    ``mlp_params[i]`` / ``mlp_flops[i]``: what one MLP neuron of block i costs.
+    ``attn_params[i]``: what one head-dim channel of block i costs; ``mlp_params[i]``: one MLP neuron;
+    ``dims[i]``: block i's token width; ``tokens[i]``: the tokens block i sees in the unsliced network.
+    A channel's FLOPs depend on the tokens its block processes (``attn_flops``/``mlp_flops`` at
+    ``tokens``, ``of`` at any counts); its parameters do not, and tokens cost no parameters.
     """
 
     fixed_params: int
     fixed_flops: int
     attn_params: tuple[int, ...]
-    attn_flops: tuple[int, ...]
     mlp_params: tuple[int, ...]
-    mlp_flops: tuple[int, ...]
+    dims: tuple[int, ...]
+    tokens: tuple[int, ...]
 
-    def of(self, attn_channels: Sequence[int], mlp_neurons: Sequence[int]) -> tuple[int, int]:
-        """(params, FLOPs) of the encoder with these per-block attention channel and MLP neuron counts."""
-        params = self.fixed_params + sum(
-            a * pa + m * pm for a, m, pa, pm in zip(attn_channels, mlp_neurons, self.attn_params, self.mlp_params))
+    @staticmethod
+    def attn_channel_flops(tokens: int, dim: int) -> int:
+        # q, k, v and proj: 2 * n * dim each; q.k^T and attention x v: 2 * n^2 each.
+        return 8 * tokens * dim + 4 * tokens * tokens
+
+    @staticmethod
+    def mlp_neuron_flops(tokens: int, dim: int) -> int:
+        return 4 * tokens * dim  # fc1 row and fc2 column
+
+    @property
+    def attn_flops(self) -> tuple[int, ...]:
+        """Per block, the FLOPs of one head-dim channel at the unsliced network's tokens."""
+        return tuple(self.attn_channel_flops(n, d) for n, d in zip(self.tokens, self.dims))
+
+    @property
+    def mlp_flops(self) -> tuple[int, ...]:
+        """Per block, the FLOPs of one MLP neuron at the unsliced network's tokens."""
+        return tuple(self.mlp_neuron_flops(n, d) for n, d in zip(self.tokens, self.dims))
+
+    def of(
+        self, attn_channels: Sequence[int], mlp_neurons: Sequence[int], tokens: Sequence[int] | None = None
+    ) -> tuple[int, int]:
+        """(params, FLOPs) of the encoder with these per-block channel, neuron and token counts (tokens:
+        default the unsliced network's)."""
+        tokens = self.tokens if tokens is None else tokens
+        params = self.fixed_params + sum(a * pa + m * pm for a, m, pa, pm in
+                                         zip(attn_channels, mlp_neurons, self.attn_params, self.mlp_params))
         flops = self.fixed_flops + sum(
-            a * fa + m * fm for a, m, fa, fm in zip(attn_channels, mlp_neurons, self.attn_flops, self.mlp_flops))
+            a * self.attn_channel_flops(n, d) + m * self.mlp_neuron_flops(n, d)
+            for a, m, n, d in zip(attn_channels, mlp_neurons, tokens, self.dims))
         return params, flops
 
 
@@ -84,14 +110,11 @@ def encoder_cost(network: nn.Module) -> EncoderCost:
     fixed_flops = 2 * tokens[0] * embed.weight.numel()
     fixed_params = _params(network.patch_embed, network.pos_embed, network.norm) + sum(
         _block_fixed_params(b) for b in blocks)
-    attn_params, attn_flops, mlp_params, mlp_flops = [], [], [], []
-    for block, n in zip(blocks, tokens):
+    attn_params, mlp_params, dims = [], [], []
+    for block in blocks:
         dim = block.norm2.normalized_shape[0]  # norm1 is gone in a block without heads
         qkv_bias = 3 if block.attn.qkv_bias else 0
         attn_params.append(4 * dim + qkv_bias)  # q, k, v rows and a proj column
-        # q, k, v and proj: 2 * n * dim each; q.k^T and attention x v: 2 * n^2 each.
-        attn_flops.append(8 * n * dim + 4 * n * n)
         mlp_params.append(2 * dim + 1)  # fc1 row and bias, fc2 column
-        mlp_flops.append(4 * n * dim)
-    return EncoderCost(fixed_params, fixed_flops, tuple(attn_params), tuple(attn_flops), tuple(mlp_params),
-                       tuple(mlp_flops))
+        dims.append(dim)
+    return EncoderCost(fixed_params, fixed_flops, tuple(attn_params), tuple(mlp_params), tuple(dims), tuple(tokens))

@@ -1,27 +1,43 @@
 """Subnet derivation: one global threshold per dimension type, placed so the encoder fits a cost budget.
 
 The budget is the fraction of the ViT encoder's cost that is kept: the sliced encoder's parameters
-and its forward FLOPs must both be at most ``budget`` x those of the unsliced encoder. For each
-dimension type (attention head-dim channels, MLP neurons) the absolute mask values of all blocks
-are pooled and ranked, so blocks end up with different widths: a block whose masks the search
-drove down loses more. How far down each ranking the threshold goes is set by an analytic cost
-model (``nnunet_scd.search.cost``): a channel of a late block of a token-pruned network sees few
-tokens, so it is cheap, and cutting it saves little; the patch embedding, position table and norms
-cannot be sliced at all. By default the kept heads of a block then share one width
-(``uniform_heads``), inside the same budget.
+and its forward FLOPs must both be at most ``budget`` x those of the unsliced encoder; with token
+masks, its FLOPs, which all three types cut. For each
+dimension type (attention head-dim channels, MLP neurons and, when searched, tokens) the absolute
+mask values of all blocks are pooled and ranked, so blocks end up with different widths and token
+counts: a block whose masks the search drove down loses more. How far down each ranking the
+threshold goes is set by an analytic cost model (``nnunet_scd.search.cost``): a channel of a late
+block of a token-pruned network sees few tokens, so it is cheap, and cutting it saves little; the
+patch embedding, position table and norms cannot be sliced at all. A block's FLOPs are the product
+of its widths and its tokens, so the three types are costed together, on the nested token schedule
+(``token_masks``). By default the kept heads of a block then share one width (``uniform_heads``),
+inside the same budget.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from nnunet_scd.search.cost import EncoderCost, encoder_cost
-from nnunet_scd.search.slicing import masked_blocks
+from nnunet_scd.search.cost import encoder_cost
+from nnunet_scd.search.slicing import masked_blocks, token_masks
+from nnunet_scd.search.token_masks import schedule_tokens, stage_ratios, token_counts
 
-__all__ = ["check_budget", "derive_keep", "fit_keep", "global_keep", "keep_widths", "uniform_heads"]
+__all__ = [
+    "Selection",
+    "check_budget",
+    "derive_keep",
+    "derive_selection",
+    "fit_keep",
+    "global_keep",
+    "keep_widths",
+    "uniform_heads",
+]
 
 _BISECTIONS = 40  # the scale's resolution 2^-40: finer than one channel of any encoder
 
@@ -75,8 +91,9 @@ class _RankedType:
         prefix_params = torch.cat([zero, per_param[self.order].cumsum(0)])  # [k]: cost of the k best channels
         prefix_flops = torch.cat([zero, per_flop[self.order].cumsum(0)])
         # Each type gives up the same share of its own cost; params and FLOPs weigh equally, so
-        # neither constraint alone decides which of the two types pays.
-        self.share = (prefix_params / prefix_params[-1].clamp(min=1) + prefix_flops / prefix_flops[-1].clamp(min=1)) / 2
+        # neither constraint alone decides which type pays. Tokens cost FLOPs only.
+        shares = [prefix / prefix[-1] for prefix in (prefix_params, prefix_flops) if prefix[-1] > 0]
+        self.share = sum(shares) / len(shares) if shares else prefix_flops
 
     def keep(self, scale: float) -> list[torch.Tensor]:
         """The top-ranked channels that fit in ``scale`` x this type's cost."""
@@ -110,45 +127,82 @@ def uniform_heads(keep_attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return uniform
 
 
-def _selection(
-    types: Sequence[_RankedType], scale: float, equal_heads: bool
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    attn, mlp = (t.keep(scale) for t in types)
-    if equal_heads:
-        attn = [uniform_heads(keep, mask) for keep, mask in zip(attn, types[0].masks)]
-    return attn, mlp
+@dataclass(frozen=True)
+class Selection:
+    """What a derivation keeps: per block (keep_attn (H, d_head), keep_mlp (hidden,)), and the token
+    schedule (a ``TokenSchedule`` record) when the search had token masks, else None."""
+
+    channels: list[tuple[torch.Tensor, torch.Tensor]]
+    tokens: dict[str, Any] | None = None
 
 
-def _selection_cost(selection: tuple[list[torch.Tensor], list[torch.Tensor]], cost: EncoderCost) -> tuple[int, int]:
-    """Encoder params and FLOPs of a selection, by the analytic model."""
-    return cost.of([int(k.sum()) for k in selection[0]], [int(k.sum()) for k in selection[1]])
+class _Types:
+    """The searched dimension types of a network, ranked, and the cost of keeping a share of each."""
+
+    def __init__(self, network: nn.Module) -> None:
+        blocks = masked_blocks(network)
+        self.cost = encoder_cost(network)
+        self.types = [
+            _RankedType([b.attn.head_mask for b in blocks], self.cost.attn_params, self.cost.attn_flops),
+            _RankedType([b.mlp.neuron_mask for b in blocks], self.cost.mlp_params, self.cost.mlp_flops),
+        ]
+        self.token_kind = None
+        masks = token_masks(network)
+        if masks is not None:
+            self.token_kind = masks.kind
+            self.num_tokens = masks.order.numel()
+            self.stages = stage_ratios(network)
+            values = [v.detach() for v in masks.values()]
+            cost = self.cost
+            # A token of block i costs its share of the block at full width (the attention's n^2 term averaged).
+            per_token = [
+                (b.attn.head_mask.numel() * cost.attn_channel_flops(n, d)
+                 + b.mlp.neuron_mask.numel() * cost.mlp_neuron_flops(n, d)) / max(n, 1)
+                for b, n, d in zip(blocks, cost.tokens, cost.dims)
+            ]
+            self.types.append(_RankedType(values, [0] * len(values), [round(c) for c in per_token]))
+
+    def select(self, scale: float, equal_heads: bool) -> Selection:
+        """What each type keeps within ``scale`` x its own cost."""
+        attn, mlp = (t.keep(scale) for t in self.types[:2])
+        if equal_heads:
+            attn = [uniform_heads(keep, mask) for keep, mask in zip(attn, self.types[0].masks)]
+        tokens = None
+        if self.token_kind is not None:
+            tokens = schedule_tokens(self.token_kind, self.types[2].keep(scale), self.types[2].masks,
+                                     self.num_tokens, self.stages)
+        return Selection(list(zip(attn, mlp)), tokens)
+
+    def cost_of(self, selection: Selection) -> tuple[int, int]:
+        """Encoder params and FLOPs of a selection, by the analytic model."""
+        tokens = None if selection.tokens is None else token_counts(selection.tokens, len(selection.channels))
+        return self.cost.of([int(a.sum()) for a, _ in selection.channels],
+                            [int(m.sum()) for _, m in selection.channels], tokens)
 
 
-def derive_keep(
-    network: nn.Module, budget: float, equal_heads: bool = True
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per block, (keep_attn (H, d_head), keep_mlp (hidden,)) for a search network at one budget.
+def derive_selection(network: nn.Module, budget: float, equal_heads: bool = True) -> Selection:
+    """What to keep of a search network at one budget: channels, neurons and (when searched) tokens.
 
-    The kept encoder's parameters and forward FLOPs on one training patch (token pruning included)
-    are each at most ``budget`` x the unsliced encoder's, by the analytic model of ``encoder_cost``.
-    With ``equal_heads`` every block's kept heads get one width (``uniform_heads``); without, each
-    head keeps exactly the channels above the global threshold.
+    The kept encoder's parameters and forward FLOPs on one training patch (token pruning and the
+    token schedule included) are each at most ``budget`` x the unsliced encoder's, by the analytic
+    model of ``encoder_cost``. Every type keeps the same share of its own cost. With token masks the
+    budget is the share of FLOPs alone (tokens cost no parameters); the parameters are what the
+    channels' share leaves. With ``equal_heads`` every block's kept heads get one width
+    (``uniform_heads``); without, each head keeps exactly the channels above the global threshold.
     """
     budget = check_budget(budget)
-    blocks = masked_blocks(network)
-    cost = encoder_cost(network)
-    types = [
-        _RankedType([b.attn.head_mask for b in blocks], cost.attn_params, cost.attn_flops),
-        _RankedType([b.mlp.neuron_mask for b in blocks], cost.mlp_params, cost.mlp_flops),
-    ]
-    full_params, full_flops = _selection_cost(_selection(types, 1.0, False), cost)
-    limits = (budget * full_params, budget * full_flops)
+    types = _Types(network)
+    full_params, full_flops = types.cost_of(types.select(1.0, False))
+    # Tokens cut FLOPs only: with them the parameter limit would stop the channels first, leave the
+    # FLOPs short of the budget, and give the tokens nothing to do.
+    limits = (math.inf if types.token_kind else budget * full_params, budget * full_flops)
 
     def fits(scale: float) -> bool:
-        params, flops = _selection_cost(_selection(types, scale, equal_heads), cost)
+        params, flops = types.cost_of(types.select(scale, equal_heads))
         return params <= limits[0] and flops <= limits[1]
 
     if not fits(0.0):
+        cost = types.cost
         raise ValueError(
             f"budget {budget} is below what slicing can reach: the patch embedding, position table and norms alone "
             f"are {cost.fixed_params / full_params:.1%} of the encoder's parameters and "
@@ -161,8 +215,14 @@ def derive_keep(
             middle = (low + high) / 2
             low, high = (middle, high) if fits(middle) else (low, middle)
         scale = low
-    attn, mlp = _selection(types, scale, equal_heads)
-    return list(zip(attn, mlp))
+    return types.select(scale, equal_heads)
+
+
+def derive_keep(
+    network: nn.Module, budget: float, equal_heads: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per block, (keep_attn (H, d_head), keep_mlp (hidden,)): ``derive_selection``'s channels."""
+    return derive_selection(network, budget, equal_heads).channels
 
 
 def keep_widths(keep: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[str, list[int] | int]]:

@@ -165,9 +165,15 @@ class SlimBlock(nn.Module):
         """The block's searched widths, as recorded in sliced plans."""
         return {"head_dims": list(self.attn.head_dims), "mlp_hidden": self.mlp.fc1.out_features}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, token_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); ``token_weight`` (N,) or (B, N), the search's token masks, multiplies the
+        normalised input of attention and MLP (ViT-Slim), so the residual stream passes every token unchanged."""
+        if token_weight is None:
+            x = x + self.drop_path1(self.attn(self.norm1(x)))
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
+        weight = token_weight.to(x.dtype).unsqueeze(-1)
+        x = x + self.drop_path1(self.attn(self.norm1(x) * weight))
+        return x + self.drop_path2(self.mlp(self.norm2(x) * weight))
 
 
 def _drop_headless_block_keys(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:

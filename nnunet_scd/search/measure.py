@@ -25,7 +25,10 @@ __all__ = ["Cost", "encoder_modules", "measure_costs"]
 
 @dataclass(frozen=True)
 class Cost:
-    """One network's cost: FLOPs of one forward pass of ``x``; latency in milliseconds (fastest and median pass)."""
+    """One network's cost: FLOPs of one forward pass of ``x``; latency in milliseconds (fastest and median pass).
+
+    ``block_*``: per encoder block, the tokens it processed, its parameters, FLOPs and fastest latency.
+    """
 
     params: int
     encoder_params: int
@@ -35,6 +38,10 @@ class Cost:
     encoder_latency_ms: float
     latency_median_ms: float
     encoder_latency_median_ms: float
+    block_tokens: tuple[int, ...] = ()
+    block_params: tuple[int, ...] = ()
+    block_flops: tuple[int, ...] = ()
+    block_latency_ms: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -46,39 +53,55 @@ def encoder_modules(network: nn.Module) -> list[nn.Module]:
     return [core.patch_embed, core.pos_embed, *core.blocks, core.norm]
 
 
-def _counts(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
-    """Parameters and FLOPs, whole and encoder."""
+def _counts(network: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int, tuple[int, ...], tuple[int, ...]]:
+    """Parameters and FLOPs, whole and encoder, and per block."""
     # The flop counter names modules by their path from the outermost module's class name.
     prefix = type(network).__name__ + (".network" if unwrap(network, core=True) is not network else "")
     encoder_names = re.compile(rf"^{re.escape(prefix)}\.(patch_embed|blocks\.\d+)$")
     encoder_params = sum(count_parameters(m) for m in encoder_modules(network))
     total, per_module = count_flops(network, x.shape, per_module=True)
     encoder_flops = sum(flops for key, flops in per_module.items() if encoder_names.match(key))
-    return count_parameters(network), encoder_params, total, encoder_flops
+    blocks = unwrap(network, core=True).blocks
+    block_params = tuple(count_parameters(b) for b in blocks)
+    block_flops = tuple(per_module.get(f"{prefix}.blocks.{i}", 0) for i in range(len(blocks)))
+    return count_parameters(network), encoder_params, total, encoder_flops, block_params, block_flops
 
 
 class _EncoderClock:
-    """Seconds one forward pass spends in the encoder's patch embedding and blocks (hooks around each)."""
+    """Seconds one forward pass spends in the encoder's patch embedding and blocks (hooks around each).
+
+    Also records, per pass, each block's seconds, and the tokens each block received.
+    """
 
     def __init__(self, network: nn.Module, device: torch.device) -> None:
         self.device, self.spent, self.passes = device, 0.0, []
+        self.block_passes: list[list[float]] = []
         self._starts: dict[int, float] = {}
         core = unwrap(network, core=True)
+        self._blocks = {id(b): i for i, b in enumerate(core.blocks)}
+        self.block_tokens = [0] * len(core.blocks)
+        self._spent_blocks = [0.0] * len(core.blocks)
         self._handles = [h for m in (core.patch_embed, *core.blocks)
                          for h in (m.register_forward_pre_hook(self._before), m.register_forward_hook(self._after))]
 
     def _before(self, module: nn.Module, args: tuple) -> None:
+        if id(module) in self._blocks:
+            self.block_tokens[self._blocks[id(module)]] = args[0].shape[1]
         synchronize(self.device)
         self._starts[id(module)] = time.perf_counter()
 
     def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         synchronize(self.device)
-        self.spent += time.perf_counter() - self._starts.pop(id(module))
+        seconds = time.perf_counter() - self._starts.pop(id(module))
+        self.spent += seconds
+        if id(module) in self._blocks:
+            self._spent_blocks[self._blocks[id(module)]] = seconds
 
     def run(self, network: nn.Module, x: torch.Tensor) -> None:
         self.spent = 0.0
         network(x)
         self.passes.append(self.spent)
+        self.block_passes.append(list(self._spent_blocks))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -108,10 +131,14 @@ def measure_costs(
             clock.remove()
     costs = {}
     for name in networks:
-        encoder = clocks[name].passes[warmup:]  # the clock also ran in the untimed warm-up rounds
+        clock = clocks[name]
+        encoder = clock.passes[warmup:]  # the clock also ran in the untimed warm-up rounds
+        params, encoder_params, flops, encoder_flops, block_params, block_flops = counts[name]
         costs[name] = Cost(
-            *counts[name], latency_ms=1e3 * min(totals[name]), encoder_latency_ms=1e3 * min(encoder),
-            latency_median_ms=1e3 * statistics.median(totals[name]),
-            encoder_latency_median_ms=1e3 * statistics.median(encoder),
+            params, encoder_params, flops, encoder_flops, latency_ms=1e3 * min(totals[name]),
+            encoder_latency_ms=1e3 * min(encoder), latency_median_ms=1e3 * statistics.median(totals[name]),
+            encoder_latency_median_ms=1e3 * statistics.median(encoder), block_tokens=tuple(clock.block_tokens),
+            block_params=block_params, block_flops=block_flops,
+            block_latency_ms=tuple(1e3 * min(times) for times in zip(*clock.block_passes[warmup:])),
         )
     return costs

@@ -1,4 +1,4 @@
-"""Plot of the search masks: per encoder block, the distribution of attention-channel and MLP-neuron masks."""
+"""Plot of the search masks: per encoder block, the distribution of attention-channel, MLP-neuron and token masks."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 from torch import nn
 
-from nnunet_scd.search.slicing import masked_blocks
+from nnunet_scd.search.slicing import masked_blocks, token_masks
 
 __all__ = ["plot_mask_distribution"]
 
 
 def plot_mask_distribution(network: nn.Module, path: str | Path, title: str = "") -> Path:
-    """Write a PNG with one box plot per block and dimension type; returns the path."""
+    """Write a PNG with one box plot per block and dimension type (tokens as ``tanh(p)``); returns the path."""
     # Imported here: the Agg backend must be chosen before pyplot loads, and a run that never plots never loads it.
     import matplotlib
 
@@ -24,9 +24,12 @@ def plot_mask_distribution(network: nn.Module, path: str | Path, title: str = ""
         "attention head-dim channels": [b.attn.head_mask.detach().abs().flatten().cpu().numpy() for b in blocks],
         "MLP hidden neurons": [b.mlp.neuron_mask.detach().abs().flatten().cpu().numpy() for b in blocks],
     }
+    tokens = token_masks(network)
+    if tokens is not None:
+        series[f"tokens ({tokens.kind})"] = [v.detach().abs().cpu().numpy() for v in tokens.values()]
     path = Path(path)
     with plt.style.context("default"):  # nnU-Net's progress plot sets a global poster-size seaborn style
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), sharey=True)
         for ax, (name, values) in zip(axes, series.items()):
             ax.boxplot(values, showfliers=True, flierprops={"markersize": 2})
             ax.set_xticks(range(1, len(values) + 1), [str(i) for i in range(1, len(values) + 1)])

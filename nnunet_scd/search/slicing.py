@@ -16,15 +16,18 @@ import torch
 from torch import nn
 
 from nnunet_scd.search.masked_vit import SlimBlock, drop_headless_keys
+from nnunet_scd.search.token_masks import TokenMasks, TokenSchedule, make_token_masks
 
 __all__ = [
     "apply_widths",
     "block_widths",
     "load_sliced_state",
     "mask_blocks",
+    "mask_parameters",
     "masked_blocks",
     "slice_block",
     "slice_blocks",
+    "token_masks",
 ]
 
 
@@ -39,8 +42,12 @@ def _dense_scale(blocks: nn.ModuleList) -> float:
     return float(block.attn.scale)
 
 
-def mask_blocks(network: nn.Module) -> nn.Module:
-    """Replace ``network.blocks`` (timm ``Block``) in place by masked ``SlimBlock``s with the same weights."""
+def mask_blocks(network: nn.Module, token_mask: str | None = None) -> nn.Module:
+    """Replace ``network.blocks`` (timm ``Block``) in place by masked ``SlimBlock``s with the same weights.
+
+    ``token_mask``: also search the tokens, with masks per grid position ("position") or per rank in the
+    token selection's order ("rank"), as ``network.token_gate`` (see ``token_masks``); None: no token masks.
+    """
     blocks = network.blocks
     for i, block in enumerate(blocks):
         if isinstance(block, SlimBlock):
@@ -54,7 +61,22 @@ def mask_blocks(network: nn.Module) -> nn.Module:
         if unexpected or set(missing) != {"attn.head_mask", "mlp.neuron_mask"}:
             raise ValueError(f"block {i} is not a plain timm Block: missing {missing}, unexpected {unexpected}.")
         blocks[i] = masked.to(attn.qkv.weight.device)
+    if token_mask is not None:
+        network.token_gate = make_token_masks(network, token_mask)
     return network
+
+
+def token_masks(network: nn.Module) -> TokenMasks | None:
+    """The search network's token masks, None if it searches no tokens."""
+    gate = getattr(network, "token_gate", None)
+    return gate if isinstance(gate, TokenMasks) else None
+
+
+def mask_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """Every search mask of a network: head-dim channel and MLP neuron masks, then any token masks."""
+    masks = [p for b in masked_blocks(network) for p in (b.attn.head_mask, b.mlp.neuron_mask)]
+    tokens = token_masks(network)
+    return masks + ([] if tokens is None else list(tokens.logits))
 
 
 def masked_blocks(network: nn.Module) -> list[SlimBlock]:
@@ -113,14 +135,32 @@ def slice_block(block: SlimBlock, keep_attn: torch.Tensor, keep_mlp: torch.Tenso
     return sliced
 
 
-def slice_blocks(network: nn.Module, keep: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
-    """Replace each masked block of ``network`` in place by its sliced copy; ``keep`` from ``derive``."""
+def slice_blocks(
+    network: nn.Module, keep: Sequence[tuple[torch.Tensor, torch.Tensor]], tokens: dict[str, Any] | None = None
+) -> nn.Module:
+    """Replace each masked block of ``network`` in place by its sliced copy; ``keep`` from ``derive``.
+
+    ``tokens``: the token schedule (``Selection.tokens``) that replaces the token masks, which a search
+    with token masks needs; the dropped tokens then leave the encoder before the blocks that drop them.
+    """
     blocks = masked_blocks(network)
     if len(keep) != len(blocks):
         raise ValueError(f"got keep masks for {len(keep)} blocks but the network has {len(blocks)}.")
+    if (token_masks(network) is None) != (tokens is None):
+        raise ValueError("a network with token masks needs its token schedule (and one without, none); derive both "
+                         "with derive_selection.")
     for i, (block, (keep_attn, keep_mlp)) in enumerate(zip(blocks, keep)):
         network.blocks[i] = slice_block(block, keep_attn, keep_mlp)
+    if tokens is not None:
+        network.token_gate = _schedule(network, tokens)
     return network
+
+
+def _schedule(network: nn.Module, tokens: dict[str, Any]) -> TokenSchedule:
+    if tokens["kind"] == "position" and network.prune_after:
+        raise ValueError("a position token schedule needs a network without pruning stages; these plans or this "
+                         f"network prune after blocks {network.prune_after}.")
+    return TokenSchedule.from_record(tokens, network.token_grid).to(network.pos_embed.pos_embed.device)
 
 
 def block_widths(network: nn.Module) -> list[dict[str, Any]]:
@@ -128,10 +168,13 @@ def block_widths(network: nn.Module) -> list[dict[str, Any]]:
     return [b.widths for b in network.blocks]
 
 
-def apply_widths(network: nn.Module, widths: Sequence[dict[str, Any]]) -> nn.Module:
+def apply_widths(
+    network: nn.Module, widths: Sequence[dict[str, Any]], tokens: dict[str, Any] | None = None
+) -> nn.Module:
     """Replace the dense blocks of a freshly built SCDNet in place by sliced blocks of the recorded widths.
 
-    The new blocks are freshly initialised; load the sliced weights afterwards (``load_sliced_state``).
+    ``tokens``: the recorded token schedule, if the search had token masks. The new blocks are freshly
+    initialised; load the sliced weights afterwards (``load_sliced_state``).
     """
     blocks = network.blocks
     if len(widths) != len(blocks):
@@ -148,6 +191,8 @@ def apply_widths(network: nn.Module, widths: Sequence[dict[str, Any]]) -> nn.Mod
         qkv_bias = block.attn.qkv.bias is not None
         blocks[i] = SlimBlock(dim, head_dims, int(width["mlp_hidden"]), qkv_bias=qkv_bias,
                               drop_path=_drop_rate(block), scale=scale).to(block.norm1.weight.device)
+    if tokens is not None:
+        network.token_gate = _schedule(network, tokens)
     return network
 
 

@@ -25,10 +25,11 @@ from nnunet_scd.nnunet.checkpoints import CorruptCheckpointError, read_checkpoin
 from nnunet_scd.nnunet.slim_plans import SLIM_PLANS_KEY, network_record, plans_identifier
 from nnunet_scd.search import (
     Cost,
+    Selection,
     WithPixelClassifier,
     block_widths,
     check_budget,
-    derive_keep,
+    derive_selection,
     fit_keep,
     keep_widths,
     measure_costs,
@@ -50,6 +51,7 @@ class SlimResult:
     costs: dict[str, Cost]
     max_output_change: float
     slim_trainer: str | None  # the slim trainer to fine-tune with, None if the search trainer names none that fits
+    tokens: dict[str, Any] | None = None  # the token schedule, if the search had token masks
 
 
 def _env_folder(name: str) -> Path:
@@ -111,19 +113,20 @@ def _recorded(plans_file: Path, configuration: str, trainer_name: str) -> dict |
     return recorded
 
 
-def _keep_for(network: nn.Module, recorded: dict | None, fold: int, budget: float, equal_heads: bool) -> list:
-    """The channels to keep: derived at ``budget``, or fitted to the widths the plans record.
+def _keep_for(network: nn.Module, recorded: dict | None, fold: int, budget: float, equal_heads: bool) -> Selection:
+    """The channels (and token schedule) to keep: derived at ``budget``, or fitted to what the plans record.
 
     The fold the recorded widths were derived from derives them again, so a rerun keeps the very
-    channels the first run kept (``fit_keep`` ranks heads differently and would pick others).
+    channels the first run kept (``fit_keep`` ranks heads differently and would pick others). The
+    token schedule is architecture, like the widths: every other fold takes the recorded one.
     """
     if recorded is None:
-        return derive_keep(network, budget, equal_heads)
+        return derive_selection(network, budget, equal_heads)
     if recorded.get("source_fold") == fold:
-        keep = derive_keep(network, recorded["budget"], recorded.get("equal_heads", equal_heads))
-        if keep_widths(keep) == recorded["blocks"]:
-            return keep
-    return fit_keep(network, recorded["blocks"])
+        selection = derive_selection(network, recorded["budget"], recorded.get("equal_heads", equal_heads))
+        if keep_widths(selection.channels) == recorded["blocks"] and selection.tokens == recorded.get("tokens"):
+            return selection
+    return Selection(fit_keep(network, recorded["blocks"]), recorded.get("tokens"))
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path, overwrite: bool) -> bool:
@@ -229,7 +232,7 @@ def derive_slim_plans(
             "budget": budget, "search_trainer": trainer_name, "slim_trainer": _slim_trainer(trainer),
             "source_plans": plans, "source_fold": fold,
             "equal_heads": equal_heads, "network": network_record(trainer.network_kwargs()),
-            "blocks": keep_widths(keep), "weights": weights_dir,
+            "blocks": keep_widths(keep.channels), "tokens": keep.tokens, "weights": weights_dir,
         }
         try:  # another fold's run may have written these plans since: then its widths are the ones to take
             write_text_atomic(json.dumps(new_plans, indent=4), plans_file, exclusive=not existed)
@@ -239,7 +242,7 @@ def derive_slim_plans(
 
     x = torch.randn(1, channels, *config_manager.patch_size)
     masked_output = network(x)
-    slice_blocks(network, keep)
+    slice_blocks(network, keep.channels, keep.tokens)
     change = (network(x) - masked_output).abs().max().item()
     widths = block_widths(network)
     weights_file = preprocessed / weights_dir / f"fold_{fold}.pth"
@@ -250,4 +253,4 @@ def derive_slim_plans(
     networks = {"dense": dense, "slim": network, "slim + pixel classifier": WithPixelClassifier(network)}
     costs = measure_costs(networks, x, repeats)
     return SlimResult(new_id, plans_file, weights_file, widths, recorded is not None, costs, change,
-                      _slim_trainer(trainer))
+                      _slim_trainer(trainer), keep.tokens)

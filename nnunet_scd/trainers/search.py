@@ -1,9 +1,9 @@
 """Joint-search and slim trainers: learn masks with the weights, then fine-tune the physically sliced subnet.
 
 1. ``nnUNetTrainerSCDSearch`` trains the SCD network with learnable masks on every encoder block
-   (head-dim channels shared by q/k/v, MLP neurons) and nnU-Net's loss plus an L1 penalty on the
-   masks. Each epoch the mask statistics go to the log and ``mask_distribution.png`` to the fold
-   folder.
+   (head-dim channels shared by q/k/v, MLP neurons; tokens in the ``*Tokens`` trainers) and nnU-Net's
+   loss plus an L1 penalty on the masks. Each epoch the mask statistics go to the log and
+   ``mask_distribution.png`` to the fold folder.
 2. ``nnunet-scd slim`` (``derive_slim``) derives widths at a budget, slices the weights and writes
    slim plans.
 3. ``nnUNetTrainerSCDSlim -p <slim plans>`` rebuilds the sliced network from the plans (with the
@@ -30,9 +30,9 @@ from nnunet_scd.search import (
     apply_widths,
     load_sliced_state,
     mask_blocks,
+    mask_parameters,
     mask_penalty,
     mask_statistics,
-    masked_blocks,
 )
 from nnunet_scd.search.plot import plot_mask_distribution
 from nnunet_scd.trainers.base import ViTTrainer
@@ -43,12 +43,18 @@ __all__ = [
     "SearchTrainer",
     "SlimTrainer",
     "nnUNetTrainerSCDSearch",
+    "nnUNetTrainerSCDSearchRankTokens",
+    "nnUNetTrainerSCDSearchRankTokens_Tiny",
     "nnUNetTrainerSCDSearch_Tiny",
     "nnUNetTrainerSCDSlim",
     "nnUNetTrainerSCDSlim_NoPixelClassifier",
     "nnUNetTrainerSCDSlim_NoPixelClassifier_Tiny",
     "nnUNetTrainerSCDSlim_Tiny",
     "nnUNetTrainerUNETRSearch",
+    "nnUNetTrainerUNETRSearchPositionTokens",
+    "nnUNetTrainerUNETRSearchPositionTokens_Tiny",
+    "nnUNetTrainerUNETRSearchRankTokens",
+    "nnUNetTrainerUNETRSearchRankTokens_Tiny",
     "nnUNetTrainerUNETRSearch_Tiny",
     "nnUNetTrainerUNETRSlim",
     "nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny",
@@ -59,14 +65,15 @@ __all__ = [
 class _PenalisedLoss:
     """nnU-Net's loss plus the mask L1 penalty while the network trains (validation loss stays comparable)."""
 
-    def __init__(self, loss: Callable, network: nn.Module, attn_weight: float, mlp_weight: float) -> None:
+    def __init__(self, loss: Callable, network: nn.Module, attn_weight: float, mlp_weight: float,
+                 token_weight: float) -> None:
         self.loss, self.network = loss, network
-        self.attn_weight, self.mlp_weight = attn_weight, mlp_weight
+        self.weights = (attn_weight, mlp_weight, token_weight)
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(output, target)
         if self.network.training:
-            loss = loss + mask_penalty(self.network, self.attn_weight, self.mlp_weight)
+            loss = loss + mask_penalty(self.network, *self.weights)
         return loss
 
 
@@ -80,6 +87,9 @@ class SearchTrainer(ViTTrainer):
 
     attn_penalty: float = 2e-6
     mlp_penalty: float = 2e-6
+    token_penalty: float = 2e-6
+    # Token masks too (search.token_masks): "position" (dense networks only) or "rank"; None: channels only.
+    token_mask: str | None = None
     # The slim trainer (class name) that fine-tunes the sliced result: the same network and recipe, no masks.
     slim_trainer: str | None = None
 
@@ -94,7 +104,7 @@ class SearchTrainer(ViTTrainer):
     ) -> nn.Module:
         return mask_blocks(cls.build_unmasked_network_architecture(
             plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
-        ))
+        ), token_mask=cls.token_mask)
 
     @classmethod
     def build_unmasked_network_architecture(
@@ -114,8 +124,7 @@ class SearchTrainer(ViTTrainer):
     def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
         optimizer, scheduler = super().configure_optimizers()
         # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
-        blocks = masked_blocks(unwrap(self.network))
-        masks = {id(p) for b in blocks for p in (b.attn.head_mask, b.mlp.neuron_mask)}
+        masks = {id(p) for p in mask_parameters(unwrap(self.network))}
         mask_params = []
         for group in optimizer.param_groups:
             mask_params += [p for p in group["params"] if id(p) in masks]
@@ -128,11 +137,13 @@ class SearchTrainer(ViTTrainer):
         self.print_to_log_file(
             f"Joint search: {len(mask_params)} mask tensors without weight decay at {mask_lr_scale} x the "
             f"weights' learning rate; L1 weights attn {self.attn_penalty}, mlp {self.mlp_penalty}"
+            + (f", token {self.token_penalty} ({self.token_mask} masks)" if self.token_mask else "")
         )
         return optimizer, scheduler
 
     def _build_loss(self):  # noqa: ANN202 - nnU-Net's signature
-        return _PenalisedLoss(super()._build_loss(), unwrap(self.network), self.attn_penalty, self.mlp_penalty)
+        return _PenalisedLoss(super()._build_loss(), unwrap(self.network), self.attn_penalty, self.mlp_penalty,
+                              self.token_penalty)
 
     def on_epoch_end(self) -> None:
         if self.local_rank == 0:
@@ -145,7 +156,9 @@ class SearchTrainer(ViTTrainer):
             self.print_to_log_file(
                 f"masks block {i}: attn mean {row['attn_mean']:.3f} [{row['attn_min']:.3f}, {row['attn_max']:.3f}] "
                 f"<0.05: {row['attn_low']:.1%}; mlp mean {row['mlp_mean']:.3f} [{row['mlp_min']:.3f}, "
-                f"{row['mlp_max']:.3f}] <0.05: {row['mlp_low']:.1%}",
+                f"{row['mlp_max']:.3f}] <0.05: {row['mlp_low']:.1%}"
+                + (f"; token mean {row['token_mean']:.3f} [{row['token_min']:.3f}, {row['token_max']:.3f}] "
+                   f"<0.05: {row['token_low']:.1%}" if "token_mean" in row else ""),
                 also_print_to_console=False,
             )
         try:
@@ -176,7 +189,7 @@ class SlimTrainer(ViTTrainer):
         network = super().build_network_architecture(
             plans_manager, configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision
         )
-        apply_widths(network, record["blocks"])
+        apply_widths(network, record["blocks"], record.get("tokens"))
         return WithPixelClassifier(network, cls.pixel_classifier_hidden) if cls.pixel_classifier else network
 
     def initialize(self) -> None:
@@ -216,6 +229,31 @@ class nnUNetTrainerUNETRSearch(SearchTrainer):
 class nnUNetTrainerUNETRSearch_Tiny(nnUNetTrainerUNETRSearch):
     vit_size = "Tiny"
     slim_trainer = "nnUNetTrainerUNETRSlim_Tiny"
+
+
+# Token masks, the third dimension: per grid position (dense networks only) or per rank in the selection's order.
+class nnUNetTrainerSCDSearchRankTokens(nnUNetTrainerSCDSearch):
+    token_mask = "rank"
+
+
+class nnUNetTrainerSCDSearchRankTokens_Tiny(nnUNetTrainerSCDSearch_Tiny):
+    token_mask = "rank"
+
+
+class nnUNetTrainerUNETRSearchPositionTokens(nnUNetTrainerUNETRSearch):
+    token_mask = "position"
+
+
+class nnUNetTrainerUNETRSearchPositionTokens_Tiny(nnUNetTrainerUNETRSearch_Tiny):
+    token_mask = "position"
+
+
+class nnUNetTrainerUNETRSearchRankTokens(nnUNetTrainerUNETRSearch):
+    token_mask = "rank"
+
+
+class nnUNetTrainerUNETRSearchRankTokens_Tiny(nnUNetTrainerUNETRSearch_Tiny):
+    token_mask = "rank"
 
 
 # ---------------------------------------------------------------------- slim
