@@ -164,6 +164,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="instead of the benchmark, break one training step down by part (hooks; --repeats steps)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines; only the table")
     parser.add_argument("--from-json", type=Path, default=None, metavar="FILE",
-                        help="print the table of an earlier run's --json file instead of running (how the README's "
-                             "tables are made)")
+                        help="print the table of an earlier run's --json file instead of running (how the tables "
+                             "in docs/benchmark.md are made)")
     parser.set_defaults(run=run)

@@ -2,7 +2,7 @@
 
 nnU-Net's planners read nothing but ``dataset.json`` and ``dataset_fingerprint.json``. Writing
 those two for a given spacing and image size shows what nnU-Net (or the SCD planner) plans for
-such a dataset without its images: the README's thick-slice and BTCV-like rows, and the planner
+such a dataset without its images: the thick-slice and BTCV-like rows of docs/planning.md, and the planner
 tests. ``dataset.json`` lists its cases explicitly and names its reader, so no image is opened;
 preprocessing such a dataset fails, because there are no images.
 """

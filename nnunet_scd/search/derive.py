@@ -110,7 +110,7 @@ def uniform_heads(keep_attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     The heads that kept any channel stay, each with ``floor(kept / heads)`` channels, its largest
     |mask| values; never more channels than ``keep_attn`` had, so a selection within budget stays
     within it. One width per block means one attention call per block, which is faster at the same
-    FLOPs (README, "Equal head widths per block").
+    FLOPs (docs/joint-search.md, "Equal head widths per block").
 
     Args:
         keep_attn: bool (H, d_head), the channels a global threshold kept.

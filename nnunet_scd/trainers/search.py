@@ -82,7 +82,7 @@ class SearchTrainer(ViTTrainer):
 
     The penalty weights are far below ViT-Slim's 1e-4, because nnU-Net's loss gives a mask a much
     smaller task gradient: at 1e-4 every mask falls alike and leaves no ranking to derive widths
-    from (README, "Joint search compression").
+    from (docs/joint-search.md).
     """
 
     attn_penalty: float = 2e-6
