@@ -121,6 +121,8 @@ def test_report_pairs_seeds_against_dense_and_runs_both_checks() -> None:
     assert "| guided | 0.25 | 0, 1 | **0.735 ± 0.064** | -0.015 ± 0.007 |" in text
     assert "plateaued** (validation pseudo Dice gained under 0.01 in the last quarter of training): NO" in text
     assert "guided - random paired by seed: +0.180, +0.080)" in text
+    one_seed = report_markdown(build_report([r for r in records if r["seed"] == 0], arms))
+    assert "| guided | 0.25 | 0 | **0.780** | -0.020 |" in one_seed  # one seed: no sd to show
 
 
 def test_report_only_rebuilds_table_and_figure_from_the_results_file(tmp_path: Path,

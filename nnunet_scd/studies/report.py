@@ -86,11 +86,13 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
     return report
 
 
-def _pm(mean_sd: tuple[float, float] | None, signed: bool = False) -> str:
+def _pm(mean_sd: tuple[float, float] | None, signed: bool = False, seeds: int = 2) -> str:
+    """``mean ± sd``, or the mean alone where one seed has no sd to show."""
     if mean_sd is None:
         return ""
     mean, sd = mean_sd
-    return f"{mean:+.3f} ± {sd:.3f}" if signed else f"{mean:.3f} ± {sd:.3f}"
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return text if seeds < 2 else f"{text} ± {sd:.3f}"
 
 
 def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
@@ -100,10 +102,11 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
             "wall s (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
+        n = len(row["seeds"])
         cells = [row["arm"], "all" if row["keep"] is None else f"{row['keep']:g}",
-                 ", ".join(map(str, row["seeds"])), f"**{_pm((row['dice_mean'], row['dice_sd']))}**",
-                 _pm(row.get("vs_reference"), signed=True),
-                 *(_pm(row["organs"][o]) for o in organs), "/".join(map(str, row["iterations"])),
+                 ", ".join(map(str, row["seeds"])), f"**{_pm((row['dice_mean'], row['dice_sd']), seeds=n)}**",
+                 _pm(row.get("vs_reference"), signed=True, seeds=len(row.get("vs_reference_per_seed", ()))),
+                 *(_pm(row["organs"][o], seeds=n) for o in organs), "/".join(map(str, row["iterations"])),
                  f"{row['wall_seconds_median']:.0f}" if row["wall_seconds_median"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
