@@ -41,8 +41,11 @@ from nnunet_scd.trainers.public import (
 from nnunet_scd.trainers.recipe import LENGTHS
 from nnunet_scd.trainers.search import (
     nnUNetTrainerSCDSearch_Tiny,
+    nnUNetTrainerSCDSearchRankTokens_Tiny,
     nnUNetTrainerSCDSlim_Tiny,
     nnUNetTrainerUNETRSearch_Tiny,
+    nnUNetTrainerUNETRSearchPositionTokens_Tiny,
+    nnUNetTrainerUNETRSearchRankTokens_Tiny,
     nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny,
     nnUNetTrainerUNETRSlim_Tiny,
 )
@@ -97,6 +100,18 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nnUNetTrainerUNETRSlim_Tiny_cpuShort", nnUNetTrainerUNETRSlim_Tiny, "cpuShort"),
     Variant("nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny_cpuShort", nnUNetTrainerUNETRSlim_NoPixelClassifier_Tiny,
             "cpuShort"),
+    # Joint search in the convergence study's regime: channels only, and with position or rank token masks, each
+    # sliced at one FLOP budget and fine-tuned by the same slim trainer (docs/joint-search.md).
+    Variant("nnUNetTrainerUNETRSearch_Tiny_converge", nnUNetTrainerUNETRSearch_Tiny, "converge",
+            {"slim_trainer": "nnUNetTrainerUNETRSlim_Tiny_converge"}),
+    Variant("nnUNetTrainerUNETRSearchPositionTokens_Tiny_converge", nnUNetTrainerUNETRSearchPositionTokens_Tiny,
+            "converge", {"slim_trainer": "nnUNetTrainerUNETRSlim_Tiny_converge"}),
+    Variant("nnUNetTrainerUNETRSearchRankTokens_Tiny_converge", nnUNetTrainerUNETRSearchRankTokens_Tiny, "converge",
+            {"slim_trainer": "nnUNetTrainerUNETRSlim_Tiny_converge"}),
+    Variant("nnUNetTrainerSCDSearchRankTokens_Tiny_converge", nnUNetTrainerSCDSearchRankTokens_Tiny, "converge",
+            {"slim_trainer": "nnUNetTrainerSCDSlim_Tiny_converge"}),
+    Variant("nnUNetTrainerUNETRSlim_Tiny_converge", nnUNetTrainerUNETRSlim_Tiny, "converge"),
+    Variant("nnUNetTrainerSCDSlim_Tiny_converge", nnUNetTrainerSCDSlim_Tiny, "converge"),
     Variant("nnUNetTrainerSCD_Tiny_cpuShort2x", nnUNetTrainerSCD_Tiny, "cpuShort2x"),
     Variant("nnUNetTrainerUNETR_Tiny_cpuShort2x", nnUNetTrainerUNETR_Tiny, "cpuShort2x"),
     # The convergence study (docs/studies/convergence.md): arms that differ only in token selection, at keep 0.25
