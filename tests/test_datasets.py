@@ -79,6 +79,23 @@ def test_intensities_separate_tissues_in_hu() -> None:
     assert 60 < median["liver"] < 160 and -30 < median["gallbladder"] < 60
 
 
+def test_organ_contrast_pulls_organ_intensities_together_and_leaves_the_anatomy() -> None:
+    standard = generate_phantom(np.random.default_rng(1))
+    alike = generate_phantom(np.random.default_rng(1), organ_contrast=0.0)
+    assert np.array_equal(standard.label, alike.label)
+    # The blur carries organ intensity a voxel or two into the background; the rest of it is unchanged.
+    assert np.mean(standard.image[standard.label == 0] == alike.image[alike.label == 0]) > 0.9
+
+    def organ_medians(phantom) -> np.ndarray:
+        return np.array([np.median(phantom.image[phantom.label == v]) for n, v in LABELS.items() if v])
+
+    # Standard: gallbladder to aorta spans about 180 HU; with contrast 0 only each organ's own jitter is left.
+    assert np.ptp(organ_medians(standard)) > 120
+    assert np.ptp(organ_medians(alike)) < 40
+    with pytest.raises(ValueError, match=r"organ_contrast must be in \[0, 1\]"):
+        generate_phantom(np.random.default_rng(1), organ_contrast=1.5)
+
+
 def test_images_vary_in_size_and_spacing_is_anisotropic_in_sitk_order(phantom_set: Path) -> None:
     shapes = set()
     for label_path in sorted((phantom_set / "labelsTr").glob("*.nii.gz")):
@@ -130,6 +147,8 @@ def test_existing_folder_with_other_parameters_is_refused(tmp_path: Path) -> Non
         write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, seed=1)
     with pytest.raises(FileExistsError, match="unique"):
         write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, name="Other")
+    with pytest.raises(FileExistsError, match="organ_contrast"):
+        write_phantom_dataset(tmp_path, dataset_id=992, num_cases=5, shape=SMALL, seed=0, organ_contrast=0.5)
 
 
 @pytest.mark.parametrize("num_cases", [2, 4])
@@ -327,6 +346,7 @@ def test_synth_command_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixt
     (["-n", "two"], "expected an integer"),
     (["--test-cases", "-3"], "--test-cases: must be at least 0, got -3"),
     (["--shape", "0", "32", "32"], "must be at least 1"),
+    (["--organ-contrast", "-0.5"], "must be a number of at least 0"),
 ])
 def test_synth_refuses_bad_numbers_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:

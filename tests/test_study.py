@@ -146,3 +146,15 @@ def test_an_unknown_arm_is_one_line_listing_the_arms(tmp_path: Path, capsys: pyt
     assert main(["study", "--arms", "bogus", "--results", str(tmp_path / "r.jsonl")]) == 1
     err = capsys.readouterr().err
     assert "no arm 'bogus'" in err and "guided@0.1" in err and err.count("\n") == 1
+
+
+def test_each_setting_reads_only_its_own_runs(tmp_path: Path) -> None:
+    from nnunet_scd.studies.convergence import LOW_CONTRAST
+
+    results = tmp_path / "results.jsonl"
+    append_record(results, record("dense", 0, 0.8, keep=None, setting=runner.setting_id(CONVERGENCE)))
+    append_record(results, record("dense", 0, 0.6, keep=None, setting=runner.setting_id(LOW_CONTRAST)))
+    assert "organ contrast 0.3" in runner.setting_id(LOW_CONTRAST)
+    assert main(["study", "--setting", "low-contrast", "--report-only", "--results", str(results)]) == 0
+    table = (tmp_path / "low-contrast_table.md").read_text()
+    assert "| dense | all | 0 | **0.600** |" in table and "0.800" not in table

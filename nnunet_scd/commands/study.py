@@ -17,17 +17,19 @@ from pathlib import Path
 
 from nnunet_scd.commands.arguments import UniqueValues, int_at_least, writable_file
 
-DEFAULT_RESULTS = Path("docs/studies/convergence_results.jsonl")
+RESULTS_FOLDER = Path("docs/studies")
 
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_scd.demo.steps import DemoError
-    from nnunet_scd.studies.convergence import CONVERGENCE
+    from nnunet_scd.studies.convergence import SETTINGS
     from nnunet_scd.studies.report import build_report, plot_curves, report_markdown
     from nnunet_scd.studies.results import ResultsFileError, load_records
     from nnunet_scd.studies.runner import run_study, setting_id
 
-    setting = CONVERGENCE
+    setting = SETTINGS[args.setting]
+    if args.results is None:
+        args.results = RESULTS_FOLDER / f"{setting.name}_results.jsonl"
     try:
         arms = [setting.arm(name) for name in args.arms] if args.arms else list(setting.arms)
         seeds = sorted(args.seeds) if args.seeds else list(setting.seeds)
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         walls[record.get("device", "?")] = walls.get(record.get("device", "?"), 0.0) + (record.get("wall_seconds") or 0)
     notes = [f"setting: {setting_id(setting)}; {len(records)} runs in {args.results}",
              "time: " + "; ".join(f"{s / 3600:.2f} h of training on {d}" for d, s in walls.items()),
-             "command: nnunet-scd study (see docs/studies/convergence.md)"]
+             f"command: nnunet-scd study --setting {setting.name} (see docs/studies/convergence.md)"]
     table = report_markdown(report, notes)
     (out / f"{setting.name}_table.md").write_text(table)
     figure = plot_curves(records, setting.arms, out / f"{setting.name}_curves.png",
@@ -66,8 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from nnunet_scd.studies.convergence import ARMS  # a table of names, no torch
+    from nnunet_scd.studies.convergence import ARMS, SETTINGS  # tables of names, no torch
 
+    parser.add_argument("--setting", choices=tuple(SETTINGS), default="convergence",
+                        help="the phantoms: 'convergence' (standard intensities, the default) or 'low-contrast' "
+                             "(organs that look alike, so their class must come from context)")
     parser.add_argument("--arms", nargs="+", action=UniqueValues, metavar="ARM",
                         help=f"arms to run (default: all): {' '.join(a.name for a in ARMS)}")
     parser.add_argument("--seeds", nargs="+", type=int_at_least(0), action=UniqueValues, metavar="SEED",
@@ -78,9 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="trainings at once (default 1; on 2 CPU cores more only slows each run)")
     parser.add_argument("--work-dir", default="nnunet_scd_work/study", metavar="DIR",
                         help="phantoms, nnU-Net folders and logs (default: ./nnunet_scd_work/study)")
-    parser.add_argument("--results", type=writable_file, default=DEFAULT_RESULTS, metavar="FILE",
+    parser.add_argument("--results", type=writable_file, default=None, metavar="FILE",
                         help=f"the results file, one JSON line per run; the table and figure are written beside it "
-                             f"(default: {DEFAULT_RESULTS})")
+                             f"(default: {RESULTS_FOLDER}/<setting>_results.jsonl)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: rebuild the table and figure from the results file")
     parser.set_defaults(run=run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from nnunet_scd.commands.arguments import int_at_least
+from nnunet_scd.commands.arguments import float_at_least, int_at_least
 from nnunet_scd.datasets.raw import MIN_TRAINING_CASES  # stdlib only, so --help stays fast
 
 
@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
         folder = write_phantom_dataset(
             raw_root, dataset_id=args.dataset_id, num_cases=args.num_cases, shape=tuple(args.shape),
             seed=args.seed, name=args.name, num_test_cases=args.test_cases, progress=True,
+            organ_contrast=args.organ_contrast,
         )
     except (ValueError, OSError) as error:  # FileExistsError, a file where a folder should be, no permission
         print(f"nnunet-scd synth: {error}", file=sys.stderr)
@@ -58,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="nnU-Net dataset id, 1 to 999 (default 990)")
     parser.add_argument("--name", default="SCDPhantom", help="dataset name after the id (default SCDPhantom)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, at least 0 (default 0)")
+    parser.add_argument("--organ-contrast", type=float_at_least(0.0), default=1.0, metavar="C",
+                        help="how far apart the organs' mean intensities lie, 0 to 1: 1 (default) the standard "
+                             "HU values, lower pulls them together so organs must be told apart by context")
     parser.add_argument("-o", "--out", default=None,
                         help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
     parser.set_defaults(run=run)

@@ -59,6 +59,8 @@ ORGANS: tuple[tuple[str, int, float], ...] = (
 )
 LABELS: dict[str, int] = {"background": 0, **{name: label for name, label, _ in ORGANS}}
 ORGAN_HU: dict[str, float] = {name: hu for name, _, hu in ORGANS}
+# Where ``organ_contrast`` pulls every organ's mean: their average, a soft-tissue value.
+COMMON_ORGAN_HU = float(np.mean(list(ORGAN_HU.values())))
 
 AIR_HU, FAT_HU, MUSCLE_HU, BOWEL_HU = -1000.0, -100.0, 50.0, 25.0
 BONE_HU, CORTEX_HU, IVC_HU = 300.0, 700.0, 120.0
@@ -139,9 +141,23 @@ def _sample_geometry(
     return size, (inplane, inplane, spacing[2] * rng.choice([0.8, 1.0, 1.0, 1.2]))
 
 
+def organ_hu(name: str, organ_contrast: float = 1.0) -> float:
+    """An organ's mean HU, pulled towards ``COMMON_ORGAN_HU``: 1 keeps ``ORGAN_HU``, 0 gives every organ the same."""
+    return COMMON_ORGAN_HU + organ_contrast * (ORGAN_HU[name] - COMMON_ORGAN_HU)
+
+
 def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48, 96, 96),
-                     spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5)) -> Phantom:
-    """Generate one case; ``shape`` (z, y, x) and ``spacing_xyz`` are nominal and vary per case."""
+                     spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5),
+                     organ_contrast: float = 1.0) -> Phantom:
+    """Generate one case; ``shape`` (z, y, x) and ``spacing_xyz`` are nominal and vary per case.
+
+    ``organ_contrast`` in [0, 1] scales how far the organs' mean intensities lie apart (``organ_hu``).
+    Below 1, organs that look alike must be told apart by where they are and what surrounds them,
+    as liver and spleen, or aorta and vena cava, must be in real CT. The anatomy and the random
+    stream do not depend on it.
+    """
+    if not 0.0 <= organ_contrast <= 1.0:
+        raise ValueError(f"organ_contrast must be in [0, 1] (1: the standard intensities), got {organ_contrast}")
     size, spacing = _sample_geometry(rng, shape, spacing_xyz)
     nz, ny, nx = size
     # Physical coordinates in mm, centred in-plane; z runs 0..1 (inferior -> superior) as ``t``.
@@ -200,7 +216,7 @@ def generate_phantom(rng: np.random.Generator, shape: tuple[int, int, int] = (48
     def paint(name: str, mask: np.ndarray) -> None:
         mask = mask & allowed
         label[mask] = LABELS[name]
-        hu[mask] = (ORGAN_HU[name] + rng.normal(0.0, 8.0) + texture)[mask]
+        hu[mask] = (organ_hu(name, organ_contrast) + rng.normal(0.0, 8.0) + texture)[mask]
 
     # Largest first; later (smaller) organs win overlaps, so every small organ survives.
     # Liver: a right lobe plus a smaller left lobe reaching across the midline, upper abdomen.
@@ -286,6 +302,7 @@ def write_phantom_dataset(
     num_test_cases: int = 0,
     spacing_xyz: tuple[float, float, float] = (0.8, 0.8, 2.5),
     progress: bool = False,
+    organ_contrast: float = 1.0,
 ) -> Path:
     """Write (or complete) a phantom dataset in nnU-Net v2 raw format; returns its folder.
 
@@ -304,6 +321,8 @@ def write_phantom_dataset(
         raise ValueError(f"shape must be three sizes (z, y, x), each at least 8, got {shape}")
     if seed < 0:  # numpy's generators take non-negative seeds only
         raise ValueError(f"the seed must be an integer of at least 0, got {seed}")
+    if not 0.0 <= organ_contrast <= 1.0:
+        raise ValueError(f"organ_contrast must be in [0, 1] (1: the standard intensities), got {organ_contrast}")
     needed, available = estimated_peak_bytes(shape), _available_memory()
     if available is not None and needed > available:
         raise ValueError(f"a phantom of shape {tuple(shape)} (z, y, x) needs about {needed / 2**30:.1f} GiB of memory "
@@ -313,7 +332,8 @@ def write_phantom_dataset(
     with folder_lock(folder, on_wait):
         created = not folder.exists()
         try:
-            _write_phantom_cases(folder, num_cases, shape, seed, num_test_cases, spacing_xyz, progress)
+            _write_phantom_cases(folder, num_cases, shape, seed, num_test_cases, spacing_xyz, progress,
+                                 organ_contrast)
         except Exception:
             if created:  # nothing of this run is worth keeping; an interrupt (not an Exception) keeps it to resume
                 shutil.rmtree(folder, ignore_errors=True)
@@ -322,9 +342,11 @@ def write_phantom_dataset(
 
 
 def _write_phantom_cases(folder: Path, num_cases: int, shape: tuple[int, int, int], seed: int, num_test_cases: int,
-                         spacing_xyz: tuple[float, float, float], progress: bool) -> None:
+                         spacing_xyz: tuple[float, float, float], progress: bool, organ_contrast: float) -> None:
     params = {"generator": f"nnunet_scd.datasets.phantom v{GENERATOR_VERSION}", "seed": int(seed),
               "shape_zyx": [int(s) for s in shape], "spacing_xyz": [float(s) for s in spacing_xyz]}
+    if organ_contrast != 1.0:  # a manifest names only what differs from the standard phantom
+        params["organ_contrast"] = float(organ_contrast)
     manifest_path = folder / "phantom.json"
     # Temporary files are ignored: under the folder lock they can only be leftovers of a killed run.
     occupied = folder.is_dir() and any(not p.name.startswith(".tmp_") for p in folder.iterdir())
@@ -361,7 +383,7 @@ def _write_phantom_cases(folder: Path, num_cases: int, shape: tuple[int, int, in
         label_path = folder / f"labels{split}" / f"{case}{FILE_ENDING}"
         if image_path.is_file() and label_path.is_file() and case in cases:
             continue
-        phantom = generate_phantom(_case_rng(seed, split_id, index), shape, spacing_xyz)
+        phantom = generate_phantom(_case_rng(seed, split_id, index), shape, spacing_xyz, organ_contrast)
         # Image and label appear together, the label last: a case counts as complete once its label exists.
         write_images_atomic([(_to_sitk(phantom.image, phantom.spacing_xyz), image_path),
                              (_to_sitk(phantom.label, phantom.spacing_xyz), label_path)])

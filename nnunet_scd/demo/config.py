@@ -29,6 +29,7 @@ class DemoConfig:
     # ViT trainers tokenise as 14 x 7 x 7 = 686 tokens of 2 x 8 x 8 voxels.
     shape_zyx: tuple[int, int, int] = (24, 48, 48)
     seed: int = 0  # of the phantoms; training seeds are the demo's --seeds
+    organ_contrast: float = 1.0  # of the phantoms (standard intensities)
     configuration: str = "3d_fullres"
     fold: int = 0
 

@@ -60,6 +60,7 @@ class Setting(Protocol):
     seed: int
     configuration: str
     fold: int
+    organ_contrast: float
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def make_dataset(ws: Workspace) -> Path:
 
     c = ws.config
     folder = write_phantom_dataset(ws.raw, c.dataset_id, num_cases=c.num_cases, shape=c.shape_zyx, seed=c.seed,
-                                   name=c.dataset_name, progress=sys.stderr.isatty())
+                                   name=c.dataset_name, progress=sys.stderr.isatty(),
+                                   organ_contrast=c.organ_contrast)
     stats = summarize(folder)
     log(f"Phantoms ready: {folder} ({stats['cases']} cases, foreground {100 * stats['foreground_mean']:.1f}% "
         "of the volume on average)")

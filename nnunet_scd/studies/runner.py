@@ -34,8 +34,9 @@ __all__ = ["fold_record", "run_study", "setting_id", "write_default_splits"]
 
 def setting_id(setting: StudySetting) -> str:
     """What a record must share to sit in one table: the study, its phantoms and fold (each record keeps its recipe)."""
+    contrast = "" if setting.organ_contrast == 1.0 else f", organ contrast {setting.organ_contrast}"
     return (f"{setting.name}: {setting.num_cases} phantoms {'x'.join(map(str, setting.shape_zyx))} (seed "
-            f"{setting.seed}), {setting.configuration} fold {setting.fold}")
+            f"{setting.seed}{contrast}), {setting.configuration} fold {setting.fold}")
 
 
 def _device_name(device: str) -> str:
