@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,15 @@ def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path)
         "metric_per_case": [{}, {}, {}]}))
     (fold / "training_log_2026_1_1_00_00_00.txt").write_text(
         "x: Pseudo dice [np.float32(0.5), np.float32(nan)] \nx: Epoch time: 10.5 s \n"
-        "x: Pseudo dice [np.float32(0.9), np.float32(0.3)] \nx: Epoch time: 9.5 s \n")
+        "x: STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: 1.50, 1.20\n"
+        "x: Pseudo dice [np.float32(0.9), np.float32(0.3)] \nx: Epoch time: 9.5 s \n"
+        "x: STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: 3.70, 2.10\n"
+        "x: STP per-class enrichment of kept tokens (validation; nan: class absent), per stage: liver 3.10, "
+        "aorta nan; liver 2.00, aorta 0.50\n")
     rec = runner.fold_record(ws, SETTING, arm, seed=1)
+    assert rec["enrichment"] == [3.7, 2.1]  # the last validation's
+    assert rec["class_enrichment"][1] == {"liver": 2.0, "aorta": 0.5}
+    assert math.isnan(rec["class_enrichment"][0]["aorta"])
     assert rec["dice"] == {"liver": 0.9, "aorta": 0.3} and rec["dice_mean"] == 0.6 and rec["validation_cases"] == 3
     assert rec["curve"]["pseudo_dice"] == pytest.approx([0.5, 0.6])
     per_epoch = LENGTHS["converge"].iterations_per_epoch
@@ -158,3 +166,15 @@ def test_each_setting_reads_only_its_own_runs(tmp_path: Path) -> None:
     assert main(["study", "--setting", "low-contrast", "--report-only", "--results", str(results)]) == 0
     table = (tmp_path / "low-contrast_table.md").read_text()
     assert "| dense | all | 0 | **0.600** |" in table and "0.800" not in table
+
+
+def test_the_enrichment_table_averages_seeds_and_leaves_out_a_class_a_seed_lacked() -> None:
+    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, "")]
+    guided = [record("guided", seed, 0.7) for seed in (0, 1)]
+    guided[0]["enrichment"], guided[1]["enrichment"] = [3.0, 2.0], [4.0, 1.0]
+    guided[0]["class_enrichment"] = [{"liver": 2.0, "aorta": math.nan}, {"liver": 1.0, "aorta": 1.0}]
+    guided[1]["class_enrichment"] = [{"liver": 4.0, "aorta": 5.0}, {"liver": 1.0, "aorta": 3.0}]
+    text = report_markdown(build_report([record("dense", 0, 0.8, keep=None), *guided], arms))
+    assert "| arm | keep | foreground | liver | aorta |" in text
+    assert "| guided | 0.25 | 3.5/1.5 | 3.0/1.0 | 5.0/2.0 |" in text
+    assert "| dense |" not in text.split("Enrichment of the kept tokens")[1]  # no selection, no figures

@@ -5,11 +5,15 @@ fold), mean ± sd over training seeds, per organ and on average; the per-seed di
 dense arm, paired by seed; and two checks: did the dense arm plateau (the last quarter of training
 adds under 1 point of validation pseudo Dice), and does selection matter (among the label-free sparse arms
 at one keep ratio, best and worst mean Dice differ by more than twice the largest seed sd).
+A second table gives the enrichment of the kept tokens at the last validation, per stage and per class,
+mean over seeds: how much more often a kept token holds foreground (or a class) than a token drawn at
+random does.
 The figure shows each arm's per-epoch validation pseudo Dice against training iterations.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +40,22 @@ def last_quarter_gain(curve: Sequence[float | None]) -> float | None:
     return statistics.fmean(values[-window:]) - statistics.fmean(values[three_quarters - window:three_quarters])
 
 
+def _mean_enrichment(runs: Sequence[dict[str, Any]]) -> tuple[list[float], list[dict[str, float]]] | None:
+    """Per stage, the mean over seeds of the foreground enrichment and of each class's (classes a seed's validation
+    batches lacked are left out of that class's mean)."""
+    runs = [r for r in runs if r.get("enrichment")]
+    if not runs:
+        return None
+    stages = [statistics.fmean(r["enrichment"][s] for r in runs) for s in range(len(runs[0]["enrichment"]))]
+    classes = []
+    for s in range(len(runs[0].get("class_enrichment") or ())):
+        names = runs[0]["class_enrichment"][s]
+        values = {n: [r["class_enrichment"][s][n] for r in runs if r.get("class_enrichment")] for n in names}
+        classes.append({n: statistics.fmean(v) if (v := [x for x in vs if not math.isnan(x)]) else math.nan
+                        for n, vs in values.items()})
+    return stages, classes
+
+
 def _paired(runs: dict[int, dict[str, Any]], other: dict[int, dict[str, Any]]) -> list[float]:
     """Per-seed differences of mean Dice, ``runs`` minus ``other``, over the seeds both have."""
     return [runs[s]["dice_mean"] - other[s]["dice_mean"] for s in sorted(runs) if s in other]
@@ -58,6 +78,7 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
         row["dice_mean"], row["dice_sd"] = _mean_sd([runs[s]["dice_mean"] for s in seeds])
         row["dice_per_seed"] = [runs[s]["dice_mean"] for s in seeds]
         row["organs"] = {o: _mean_sd([runs[s]["dice"][o] for s in seeds]) for o in organs}
+        row["enrichment"] = _mean_enrichment([runs[s] for s in seeds])
         walls = [r["wall_seconds"] for r in runs.values() if r.get("wall_seconds")]
         row["wall_seconds_median"] = statistics.median(walls) if walls else None
         if name != reference and reference in by_arm:
@@ -122,8 +143,31 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
                          f"sd): {verdict} (spread {check['spread']:.3f}, largest sd {check['largest_sd']:.3f}; "
                          f"{check['best']} - {check['worst']} paired by seed: "
                          f"{', '.join(f'{d:+.3f}' for d in check['paired'])})")
+    lines += _enrichment_markdown(report)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def _enrichment_markdown(report: dict[str, Any]) -> list[str]:
+    """The enrichment table: per arm with token selection, the foreground figure and each class's, per stage."""
+    rows = [r for r in report["rows"] if r.get("enrichment")]
+    if not rows:
+        return []
+    classes = [n for n in report["organs"] if any(n in stage for r in rows for stage in r["enrichment"][1])]
+    head = ["arm", "keep", "foreground", *classes]
+    lines = ["", "Enrichment of the kept tokens at the last validation, per stage (stage 1/2/3), mean over seeds: "
+             "P(kept token holds it) / P(any token holds it); random selection scores 1, n/a: no class figures.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def stages(values: Sequence[float]) -> str:
+        return "/".join("n/a" if math.isnan(v) else f"{v:.1f}" for v in values)
+
+    for row in rows:
+        overall, per_class = row["enrichment"]
+        cells = [row["arm"], f"{row['keep']:g}", stages(overall),
+                 *(stages([stage.get(c, math.nan) for stage in per_class]) if per_class else "n/a" for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot_curves(records: Sequence[dict[str, Any]], arms: Sequence[Arm], path: Path, title: str) -> Path:

@@ -78,7 +78,7 @@ def _trainer_recipe(trainer: str) -> dict[str, Any]:
 
 def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> dict[str, Any]:
     """The record of one finished (arm, seed) from its fold folder: nnU-Net's validation summary and log."""
-    from nnunet_scd.trainers.training_log import epoch_times, pseudo_dice
+    from nnunet_scd.trainers.training_log import epoch_times, last_enrichment, pseudo_dice
 
     fold_dir = ws.fold_dir(arm.trainer, seed)
     summary_file = fold_dir / "validation" / "summary.json"
@@ -90,6 +90,7 @@ def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> di
     names = {str(v): k for k, v in labels.items() if int(v) > 0}
     recipe = _trainer_recipe(arm.trainer)
     per_epoch = pseudo_dice(fold_dir)
+    enrichment = last_enrichment(fold_dir)
     return {
         "setting": setting_id(setting),
         "arm": arm.name,
@@ -105,6 +106,10 @@ def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> di
         "curve": {"iterations": [(e + 1) * recipe["iterations_per_epoch"] for e in range(len(per_epoch))],
                   "pseudo_dice": [float(np.nanmean(d)) if not np.all(np.isnan(d)) else None for d in per_epoch]},
         "epoch_seconds_total": round(sum(epoch_times(fold_dir)), 1),
+        # Of the last epoch's validation batches: how much more often kept tokens hold foreground (each class) than
+        # all tokens do; random pruning scores 1.
+        "enrichment": None if enrichment is None else enrichment[0],
+        "class_enrichment": None if enrichment is None else enrichment[1],
     }
 
 

@@ -12,10 +12,14 @@ from pathlib import Path
 
 from nnunet_scd.trainers.epoch_timing import parse_epoch_breakdowns
 
-__all__ = ["EPOCH_TIME", "PSEUDO_DICE", "epoch_breakdowns", "epoch_times", "pseudo_dice", "pseudo_dice_values"]
+__all__ = ["EPOCH_TIME", "PSEUDO_DICE", "epoch_breakdowns", "epoch_times", "last_enrichment", "pseudo_dice",
+           "pseudo_dice_values"]
 
 EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
 PSEUDO_DICE = re.compile(r"Pseudo dice \[(.*)\]")
+# The token-selection lines of ``ViTTrainer.on_validation_epoch_end``.
+_ENRICHMENT = re.compile(r"STP foreground enrichment of kept tokens \(.*?\), per stage: (.*)")
+_CLASS_ENRICHMENT = re.compile(r"STP per-class enrichment of kept tokens \(.*?\), per stage: (.*)")
 _NUMBER = re.compile(r"(?:np\.float\d+\()?([-+0-9.eE]+|nan)\)?")
 
 
@@ -42,3 +46,21 @@ def pseudo_dice(fold_dir: Path) -> list[list[float]]:
 def epoch_breakdowns(fold_dir: Path) -> list[dict[str, float]]:
     """Every epoch's breakdown ({part: seconds}) from every training log of a fold."""
     return [epoch for text in _log_texts(fold_dir) for epoch in parse_epoch_breakdowns(text)]
+
+
+def last_enrichment(fold_dir: Path) -> tuple[list[float], list[dict[str, float]]] | None:
+    """The last validation's token-selection figures: foreground enrichment per stage, and per stage each class's
+    enrichment by name (nan where the validation batches lacked the class). None: the fold logged none (a dense
+    network, or a trainer from before the figures were logged)."""
+    texts = _log_texts(fold_dir)
+    overall = [m.group(1) for text in texts for m in _ENRICHMENT.finditer(text)]
+    per_class = [m.group(1) for text in texts for m in _CLASS_ENRICHMENT.finditer(text)]
+    if not overall:
+        return None
+    stages = [float(v) for v in overall[-1].strip().split(", ")]
+    classes = []
+    if per_class:
+        for stage in per_class[-1].strip().split("; "):
+            pairs = (entry.rsplit(" ", 1) for entry in stage.split(", "))
+            classes.append({name: float(value) for name, value in pairs})
+    return stages, classes
