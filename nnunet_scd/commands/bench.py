@@ -154,7 +154,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "dense, ...) after warm-up: a training step (forward, cross-entropy, backward, AdamW step) and "
             "inference (eval mode, inference_mode). Inputs and labels are random: step cost does not depend on "
             "image content. Reports median patches/s, speed-ups, FLOPs (torch.utils.flop_counter), peak training "
-            "memory (fresh process per network) and a keep-ratio sweep; ratios are dense / sparse."
+            "memory (fresh process per network) and a keep-ratio sweep; ratios are dense / sparse. "
+            "--whole-volume and --per-volume time nnU-Net's prediction instead, with stock nnU-Net beside them "
+            "(docs/benchmark.md)."
         ),
     )
     parser.add_argument("--config", choices=tuple(CONFIGS), default="paper-btcv",
@@ -188,7 +190,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "tiling, mirroring flips, Gaussian weighting and adding), resample (logits back to the "
                             "file's grid, argmax) and write; peak memory: on CPU the peak RSS above the RSS at the "
                             "volume's start, on CUDA max_memory_allocated above the allocation at its start. The "
-                            "file is at 0.8x0.8x2.5 mm and resampled as a BTCV scan to the paper's spacing")
+                            "file is at 0.8x0.8x2.5 mm and resampled as a BTCV scan to the paper's spacing; "
+                            "medians over --repeats rounds (default 3)")
     parser.add_argument("--mirror", choices=tuple(MIRRORS), default=None,
                         help="--per-volume: test-time mirroring off, on (all axes: 8 forwards per tile, what "
                              "nnUNetv2_predict does unless --disable_tta) or both (default: off)")
