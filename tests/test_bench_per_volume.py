@@ -23,14 +23,6 @@ from nnunet_scd.measure import ForwardTimer
 TINY = CONFIGS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_denormals():
-    # The bench flushes denormals (configure_backends), process-wide state that would outlive the test and break
-    # later ones (hypothesis refuses to run without subnormal floats).
-    yield
-    torch.set_flush_denormal(False)
-
-
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nnunet-scd")
     bench.add_parser(parser.add_subparsers(dest="command", required=True))
