@@ -113,6 +113,11 @@ CONFIGS: dict[str, BenchConfig] = {
                                        input_channels=4, num_classes=3, paper=PaperFigures(gmacs_per_sample=439.4)),
     # The Ti encoder with B's decoder width on a 64^3 crop: a check that finishes in about a minute on 2 CPU cores.
     "quick": BenchConfig.of_size("quick", VIT_SIZES["Ti"], (64, 64, 64), (8, 8, 8)),
+    # The network of `nnunet-scd demo` (nnUNetTrainerSCD_Ti_demo and its dense twin): Ti with its narrow decoder, on
+    # the [28, 56, 56] patch nnU-Net plans for the demo's phantoms, with the 2 x 8 x 8 tokens the trainers choose for
+    # their 2.5 mm slices at 0.8 mm in-plane, nnUNetTrainerSCD's keep 0.25, and the phantoms' 7 organs + background.
+    "demo": BenchConfig.of_size("demo", VIT_SIZES["Ti"], (28, 56, 56), (2, 8, 8), keep_ratio=0.25, num_classes=8,
+                                feature_size=VIT_SIZES["Ti"].feature_size),
     # For tests only: seconds on a CPU.
     "tiny": BenchConfig("tiny", (16, 16, 16), (4, 4, 4), 32, 4, 2, (1, 2, 3), batch_size=1, num_classes=3,
                         feature_size=4),

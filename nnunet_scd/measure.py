@@ -10,7 +10,8 @@ UNETR at 96^3). On ``meta`` the counted attention op runs, no arithmetic is done
 the one a CUDA run reports.
 
 Timing interleaves the contenders: each runs once per round, round after round, so load from
-other processes on a shared machine hits all of them alike.
+other processes on a shared machine hits all of them alike. ``ForwardTimer`` times a network's
+forward calls inside code that is not ours (nnU-Net's predictor), where only the network can be wrapped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_parameters", "synchronize", "time_interleaved"]
+__all__ = ["ForwardTimer", "count_flops", "count_parameters", "synchronize", "time_interleaved"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -91,3 +92,36 @@ def time_interleaved(
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+class ForwardTimer(nn.Module):
+    """Wraps a network and adds up the wall-clock seconds of its forward calls.
+
+    A wrapper rather than forward hooks: nnU-Net's predictor calls ``network(x)`` and loads state
+    dicts into whatever module it holds, and a wrapper is the one seam both go through. Each call is
+    synchronised on CUDA, so the seconds cover the kernels, not their launch; that takes away the
+    overlap of one tile's kernels with the host work of the next.
+
+    Args:
+        module: the network to time.
+        device: where it runs (synchronised around each call).
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device = torch.device("cpu")) -> None:  # noqa: B008
+        super().__init__()
+        self.module = module
+        self.device = device
+        self.seconds = 0.0
+        self.calls = 0
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        synchronize(self.device)
+        start = time.perf_counter()
+        out = self.module(x)
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out

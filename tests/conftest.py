@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_denormals() -> Iterator[None]:
+    # The bench flushes denormals (configure_backends): process-wide state that outlived the test and made the
+    # hypothesis tests after it fail (they refuse to run without subnormal floats). torch's default is off.
+    yield
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture

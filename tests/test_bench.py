@@ -66,6 +66,22 @@ def test_paper_configs_are_the_authors_runs():
     assert btcv.token_size == brats.token_size == (8, 8, 8)
 
 
+def test_the_demo_row_is_the_network_the_demo_trains():
+    # The per-volume docs time "the demo's Ti network" with this row; it must not drift from the demo's trainer.
+    from nnunet_scd.nnunet.token_config import resolve_token_config
+    from nnunet_scd.trainers.catalog import nnUNetTrainerSCD_Ti_demo as trainer
+
+    row = CONFIGS["demo"].network_kwargs(CONFIGS["demo"].keep_ratio)
+    assert {k: row[k] for k in ("embed_dim", "depth", "num_heads", "prune_after", "feature_size", "keep_ratios")} \
+        == {k: trainer.network_kwargs()[k] for k in ("embed_dim", "depth", "num_heads", "prune_after", "feature_size",
+                                                     "keep_ratios")}
+    # nnU-Net plans a [28, 56, 56] patch at the demo phantoms' 2.5 x 0.8 x 0.8 mm (z, y, x).
+    tokens = resolve_token_config({"patch_size": [28, 56, 56], "spacing": [2.5, 0.8, 0.8]}, "3d_fullres",
+                                  base=trainer.token_base, fixed_token_size=trainer.token_size,
+                                  max_tokens=trainer.max_tokens)
+    assert (tokens.patch_size, tokens.token_size) == (row["patch_size"], row["token_size"])
+
+
 @pytest.mark.parametrize("name", ["paper-btcv", "paper-brats"])
 def test_scdnet_defaults_reach_the_papers_flop_ratio(name):
     # Counted on the meta device with SCDNet's default completion: the paper's 2.2x needs completion to be cheap.

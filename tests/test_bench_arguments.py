@@ -22,6 +22,10 @@ def _parse(*argv: str) -> argparse.Namespace:
     (["--completion-dim", "0"], "--completion-dim: must be at least 1"),
     (["--completion-depth", "-2"], "--completion-depth: must be at least 0, got -2"),  # ran with no completion
     (["--whole-volume", "--volume-scale", "0"], "--volume-scale: must be a number of at least 1, got 0"),
+    (["--per-volume", "--volume-scale", "0.5"], "--volume-scale: must be a number of at least 1, got 0.5"),
+    (["--per-volume", "--mirror", "sideways"], "--mirror: invalid choice: 'sideways'"),
+    (["--per-volume", "--whole-volume"], "--whole-volume: not allowed with argument --per-volume"),
+    (["--per-volume", "--profile", "dense"], "--profile: not allowed with argument --per-volume"),
 ])
 def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -44,3 +48,17 @@ def test_an_odd_completion_width_gets_a_network_with_heads_that_divide_it():
     from nnunet_scd.geometry import CONFIGS
 
     bench._check_network(CONFIGS["tiny"].with_extra(completion_dim=7))
+
+
+@pytest.mark.parametrize("argv,message", [
+    # Mirroring is the per-volume mode's option; elsewhere it would be silently ignored.
+    (["--config", "tiny", "--mirror", "on"], "error: --mirror applies to --per-volume only"),
+    # A scan too large to generate is refused before any network is built or timed, not a MemoryError later.
+    (["--config", "paper-btcv", "--per-volume", "--volume-scale", "1000"], "choose a smaller volume scale"),
+])
+def test_per_volume_option_errors_are_one_line_before_any_work(argv, message):
+    args = _parse(*argv)
+    with pytest.raises(SystemExit) as exit_info:
+        args.run(args)
+    text = str(exit_info.value.code)
+    assert message in text and "\n" not in text

@@ -1,4 +1,4 @@
-"""The bench report: ratios, a Markdown table, the JSON file and the speed-up plot."""
+"""The bench report: ratios, the Markdown tables (benchmark and per volume), the JSON file and the speed-up plot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from nnunet_scd.atomic import write_text_atomic
 
-__all__ = ["compute_ratios", "markdown_table", "plot_sweep", "read_json", "write_json"]
+__all__ = ["compute_ratios", "markdown_table", "per_volume_table", "plot_sweep", "read_json", "table_from_json",
+           "write_json"]
 
 # What a benchmark's --json holds besides the ratios, and markdown_table reads.
 _RESULT_KEYS = ("config", "dense", "sparse", "device", "backends", "repeats", "warmup")
@@ -105,6 +106,14 @@ def write_json(results: Mapping[str, Any], path: Path) -> None:
     write_text_atomic(json.dumps(payload, indent=2, default=str) + "\n", path)
 
 
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not JSON ({error}); give the --json file of an earlier nnunet-scd bench run") \
+            from None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """The results of :func:`write_json` as :func:`markdown_table` takes them.
 
@@ -112,11 +121,7 @@ def read_json(path: Path) -> dict[str, Any]:
         ValueError: naming ``path``, when it is not JSON or not a bench result (a ``--whole-volume`` or
             other command's JSON has no dense and sparse runs to tabulate).
     """
-    try:
-        payload = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not JSON ({error}); give the --json file of an earlier nnunet-scd bench run") \
-            from None
+    payload = _load(path)
     missing = [k for k in _RESULT_KEYS if k not in payload] if isinstance(payload, dict) else list(_RESULT_KEYS)
     if missing:
         raise ValueError(f"{path} is not the --json file of an nnunet-scd bench run (it lacks {', '.join(missing)}); "
@@ -124,6 +129,56 @@ def read_json(path: Path) -> dict[str, Any]:
     results = {k: v for k, v in payload.items() if k not in RATIO_KEYS}
     results["ratios"] = {k: payload[k] for k in RATIO_KEYS if k in payload}
     return results
+
+
+def table_from_json(path: Path) -> str:
+    """The table of an earlier run's ``--json`` file: a benchmark's or a ``--per-volume`` run's.
+
+    Raises:
+        ValueError: naming ``path``, when it is neither.
+    """
+    payload = _load(path)
+    if isinstance(payload, dict) and payload.get("mode") == "per-volume":
+        return per_volume_table(payload)
+    return markdown_table(read_json(path))
+
+
+_NETWORK_NAMES = {"scd": "SCD", "unetr": "dense UNETR", "nnunet": "stock nnU-Net (PlainConvUNet)"}
+
+
+def _fmt_memory(n: int | None) -> str:
+    return "n/a" if n is None else _fmt_gib(n)
+
+
+def per_volume_table(result: Mapping[str, Any]) -> str:
+    """One row per network and mirroring setting of a ``--per-volume`` run: median seconds per volume, per part,
+    peak memory and speed-ups (other time / this time) against the dense UNETR and stock nnU-Net."""
+    cfg, scan = result["config"], result["scan"]
+    parts = list(result["runs"][0]["median_parts"])  # in the order the run recorded them, the order they happen
+    on_cuda = "cuda" in result["memory_kind"]
+    spacing = "x".join(f"{s:.2f}" for s in scan["spacing_xyz"])
+    target = "x".join(f"{s:.2f}" for s in scan["target_spacing_zyx"])
+    lines = [
+        f"config `{cfg['name']}`: patch {_fmt_shape(cfg['patch_size'])}, token {_fmt_shape(cfg['token_size'])}, "
+        f"width {cfg['embed_dim']}, depth {cfg['depth']}, keep {cfg['keep_ratio']}, {cfg['num_classes']} classes; "
+        f"scan file {_fmt_shape(scan['shape_zyx'])} voxels (z, y, x) at {spacing} mm (x, y, z), preprocessed to "
+        f"{_fmt_shape(scan['network_shape_zyx'])} at {target} mm (z, y, x): {scan['tiles']} tiles, step "
+        f"{scan['tile_step']}; device {result['device']} {result['backends']}; {result['repeats']} interleaved rounds "
+        f"after {result['warmup']} warm-up; seconds are medians over rounds (the parts' medians need not add up to "
+        "the total's)",
+        "",
+        "| network | mirroring | s/volume | " + " | ".join(parts) + " | peak memory | speed-up vs dense UNETR "
+        "| speed-up vs stock nnU-Net |",
+        "|---|---|---|" + "---|" * len(parts) + "---|---|---|",
+    ]
+    for run in result["runs"]:
+        seconds = " | ".join(f"{run['median_parts'][name]:.2f}" for name in parts)
+        memory = _fmt_memory(run["peak_cuda_bytes"] if on_cuda else run["peak_cpu_bytes"])
+        lines.append(f"| {_NETWORK_NAMES.get(run['network'], run['network'])} | {'on' if run['mirror'] else 'off'} | "
+                     f"**{run['median_s']:.2f}** | {seconds} | {memory} | {run['speedup_vs_unetr']:.2f}x | "
+                     f"{run['speedup_vs_nnunet']:.2f}x |")
+    lines += ["", f"peak memory: {result['memory_kind']['cuda' if on_cuda else 'cpu']} (the largest over rounds)"]
+    return "\n".join(lines)
 
 
 def plot_sweep(results: Mapping[str, Any], path: Path) -> None:

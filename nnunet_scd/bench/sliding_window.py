@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
-from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunet_scd.bench.scan import bench_dataset_json, bench_plans, bench_predictor
 from nnunet_scd.bench.timing import build_network, configure_backends
 from nnunet_scd.geometry import BenchConfig
 from nnunet_scd.measure import time_interleaved
@@ -46,18 +45,6 @@ def plain_conv_unet(config: BenchConfig) -> nn.Module:
     )
 
 
-def _predictor(network: nn.Module, config: BenchConfig, device: torch.device) -> Any:
-    configuration = {"patch_size": list(config.patch_size), "architecture": {"network_class_name": "benchmark"}}
-    plans = PlansManager({"plans_name": "bench", "configurations": {"3d_fullres": configuration}})
-    dataset_json = {"labels": {"background": 0, **{f"class{i}": i for i in range(1, config.num_classes)}},
-                    "file_ending": ".nii.gz"}
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False)
-    predictor.manual_initialization(network, plans, ConfigurationManager(configuration), None, dataset_json,
-                                    "benchmark", None)
-    return predictor
-
-
 def time_sliding_window(
     config: BenchConfig,
     device: torch.device,
@@ -74,7 +61,8 @@ def time_sliding_window(
         "unetr": build_network(config, None, device),
         "nnunet": plain_conv_unet(config).to(device),
     }
-    predictors = {name: _predictor(net, config, device) for name, net in networks.items()}
+    plans, dataset_json = bench_plans(config), bench_dataset_json(config)
+    predictors = {name: bench_predictor(net, plans, dataset_json, device) for name, net in networks.items()}
     log(f"whole volume {shape}, patch {config.patch_size}, tile step 0.5, no mirroring, on {device}")
     predictors["scd"].predict_sliding_window_return_logits(volume)  # warm-up
     seconds = time_interleaved(

@@ -9,6 +9,8 @@ except through which tokens are kept, and the number kept is fixed by the keep r
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import multiprocessing as mp
 import os
 import statistics
@@ -25,6 +27,7 @@ from nnunet_scd.measure import count_flops
 from nnunet_scd.model.scd import SCDNet
 
 __all__ = [
+    "PeakMemory",
     "Runner",
     "available_cores",
     "build_network",
@@ -150,6 +153,64 @@ def _peak_rss_bytes() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024  # reported in kB
     raise RuntimeError("/proc/self/status has no VmHWM line; peak RSS cannot be measured on this system.")
+
+
+def _reset_peak_rss() -> bool:
+    """Set this process's VmHWM back to its current RSS (Linux >= 4.0: ``5`` to ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _return_free_heap() -> None:
+    """Give heap pages that malloc keeps after ``free`` back to the system (glibc only; elsewhere nothing).
+
+    Without it an earlier run's freed memory stays resident, the next run reuses it without its
+    RSS growing, and that run's peak above its start reads too low.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakMemory:
+    """Peak memory of one stretch of work in this process: ``start()`` before it, ``peak()`` after.
+
+    On CPU: the peak resident set size (VmHWM) above the RSS at ``start()``, where ``start()`` first
+    collects garbage, returns freed heap pages and resets VmHWM, so that the peak belongs to this
+    stretch and not to whatever ran before it in the process. Memory the process still holds from
+    before (other networks, their weights) is in the baseline, not in the figure. Where VmHWM cannot
+    be reset (not Linux, or /proc/self/clear_refs not writable) the CPU figure is None.
+    On CUDA: also ``torch.cuda.max_memory_allocated`` above what was allocated at ``start()``.
+    """
+
+    CPU_KIND = "cpu peak RSS above the RSS at the volume's start (VmHWM reset)"
+    CUDA_KIND = "cuda max_memory_allocated above the allocation at the volume's start"
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._rss_start: int | None = None
+        self._cuda_start = 0
+
+    def start(self) -> None:
+        gc.collect()
+        _return_free_heap()
+        self._rss_start = _current_rss_bytes() if _reset_peak_rss() else None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_start = torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> dict[str, int | None]:
+        """``cpu_bytes`` (None where not measurable) and, on CUDA, ``cuda_bytes``."""
+        out: dict[str, int | None] = {
+            "cpu_bytes": None if self._rss_start is None else max(_peak_rss_bytes() - self._rss_start, 0)}
+        if self.device.type == "cuda":
+            out["cuda_bytes"] = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
+        return out
 
 
 def _memory_child(config: BenchConfig, keep_ratio: float | None, device_name: str, steps: int, queue: Any) -> None:

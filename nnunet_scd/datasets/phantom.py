@@ -292,6 +292,14 @@ def _available_memory() -> int | None:
         return None
 
 
+def check_phantom_fits(shape: tuple[int, int, int], remedy: str = "choose a smaller shape") -> None:
+    """Raise ``ValueError`` when a phantom of nominal ``shape`` would need more memory than is available."""
+    needed, available = estimated_peak_bytes(shape), _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"a phantom of shape {tuple(shape)} (z, y, x) needs about {needed / 2**30:.1f} GiB of memory "
+                         f"to generate, but {available / 2**30:.1f} GiB are available; {remedy}")
+
+
 def write_phantom_dataset(
     raw_root: str | Path,
     dataset_id: int = 990,
@@ -323,10 +331,7 @@ def write_phantom_dataset(
         raise ValueError(f"the seed must be an integer of at least 0, got {seed}")
     if not 0.0 <= organ_contrast <= 1.0:
         raise ValueError(f"organ_contrast must be in [0, 1] (1: the standard intensities), got {organ_contrast}")
-    needed, available = estimated_peak_bytes(shape), _available_memory()
-    if available is not None and needed > available:
-        raise ValueError(f"a phantom of shape {tuple(shape)} (z, y, x) needs about {needed / 2**30:.1f} GiB of memory "
-                         f"to generate, but {available / 2**30:.1f} GiB are available; choose a smaller shape")
+    check_phantom_fits(shape)
     folder = dataset_folder(Path(raw_root), dataset_id, name)
     on_wait = (lambda line: print(line, file=sys.stderr)) if progress else None
     with folder_lock(folder, on_wait):
