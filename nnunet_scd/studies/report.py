@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,8 @@ def plot_curves(records: Sequence[dict[str, Any]], arms: Sequence[Arm], path: Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     axes[0][0].set_ylabel("validation pseudo Dice (mean over organs)")
-    fig.suptitle(title, fontsize=10)
+    # A one-panel figure is narrower than a setting's description: wrap rather than cut it.
+    fig.suptitle(textwrap.fill(title, width=int(11 * 6.5 * len(keeps))), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
