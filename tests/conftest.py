@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from nnunet_scd import SCDNet
+from nnunet_scd.commands import bench
 from nnunet_scd.trainers.ext_trainer import TRAINER_SHIM_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +93,18 @@ def fake_plans(
 def make_plans() -> Callable[..., dict[str, Any]]:
     """The one builder of fake plans (``fake_plans``); each call returns a fresh dict."""
     return fake_plans
+
+
+def _parse_bench(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnunet-scd")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.fixture
+def parse_bench() -> Callable[..., argparse.Namespace]:
+    """``nnunet-scd bench ARGV`` parsed as the command line parses it: ``parse_bench("--config", "tiny")``."""
+    return _parse_bench
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, replace
@@ -12,20 +11,13 @@ import torch
 
 from nnunet_scd.bench.report import markdown_table, read_json
 from nnunet_scd.bench.timing import config_flops, peak_training_memory
-from nnunet_scd.commands import bench
 from nnunet_scd.geometry import CONFIGS
 
 
-def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nnunet-scd")
-    bench.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["bench", *argv])
-
-
 @pytest.mark.slow
-def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path, capsys):
+def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path, capsys, parse_bench):
     out, plot = tmp_path / "bench.json", tmp_path / "speedup.png"
-    args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "1,0.5",
+    args = parse_bench("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "1,0.5",
                   "--json", str(out), "--plot", str(plot), "--quiet")
     assert args.run(args) == 0
     result = json.loads(out.read_text())
@@ -38,15 +30,15 @@ def test_bench_writes_the_design_json_keys_with_finite_positive_values(tmp_path,
     assert "dense / sparse" in table
 
     # The README's tables are re-rendered from such a file: the same table, without running anything.
-    args = _parse("--from-json", str(out))
+    args = parse_bench("--from-json", str(out))
     assert args.run(args) == 0
     assert capsys.readouterr().out == table
 
 
 @pytest.mark.slow
-def test_the_table_shows_the_papers_figures_beside_ours(tmp_path):
+def test_the_table_shows_the_papers_figures_beside_ours(tmp_path, parse_bench):
     out = tmp_path / "bench.json"
-    args = _parse("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "", "--no-memory",
+    args = parse_bench("--config", "tiny", "--repeats", "1", "--warmup", "0", "--sweep", "", "--no-memory",
                   "--json", str(out), "--quiet")
     assert args.run(args) == 0
     results = read_json(out)
@@ -97,9 +89,9 @@ def test_flops_shrink_with_the_keep_ratio_and_are_counted_without_arithmetic():
 
 
 @pytest.mark.slow
-def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path):
+def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path, parse_bench):
     out = tmp_path / "wv.json"
-    args = _parse("--config", "tiny", "--whole-volume", "--json", str(out), "--quiet")
+    args = parse_bench("--config", "tiny", "--whole-volume", "--json", str(out), "--quiet")
     assert args.run(args) == 0
     result = json.loads(out.read_text())
     assert set(result["median_s"]) == {"scd", "unetr", "nnunet"}
@@ -107,14 +99,14 @@ def test_whole_volume_mode_times_scd_unetr_and_nnunet(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--sweep", "0.5,2"], ["--config", "huge"], ["--device", "tpu"]])
-def test_bad_arguments_are_rejected(argv):
+def test_bad_arguments_are_rejected(argv, parse_bench):
     with pytest.raises(SystemExit):
-        _parse(*argv)
+        parse_bench(*argv)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_cuda_device_is_a_clear_error():
-    args = _parse("--config", "tiny", "--device", "cuda")
+def test_cuda_without_a_cuda_device_is_a_clear_error(parse_bench):
+    args = parse_bench("--config", "tiny", "--device", "cuda")
     with pytest.raises(SystemExit, match="no CUDA device"):
         args.run(args)
 

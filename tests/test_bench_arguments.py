@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from nnunet_scd.commands import bench
-
-
-def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nnunet-scd")
-    bench.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["bench", *argv])
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -27,9 +19,9 @@ def _parse(*argv: str) -> argparse.Namespace:
     (["--per-volume", "--whole-volume"], "--whole-volume: not allowed with argument --per-volume"),
     (["--per-volume", "--profile", "dense"], "--profile: not allowed with argument --per-volume"),
 ])
-def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, capsys):
+def test_nonsense_numbers_are_one_line_errors_before_any_work(argv, message, capsys, parse_bench):
     with pytest.raises(SystemExit) as exit_info:
-        _parse(*argv)
+        parse_bench(*argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -56,8 +48,8 @@ def test_an_odd_completion_width_gets_a_network_with_heads_that_divide_it():
     # A scan too large to generate is refused before any network is built or timed, not a MemoryError later.
     (["--config", "paper-btcv", "--per-volume", "--volume-scale", "1000"], "choose a smaller volume scale"),
 ])
-def test_per_volume_option_errors_are_one_line_before_any_work(argv, message):
-    args = _parse(*argv)
+def test_per_volume_option_errors_are_one_line_before_any_work(argv, message, parse_bench):
+    args = parse_bench(*argv)
     with pytest.raises(SystemExit) as exit_info:
         args.run(args)
     text = str(exit_info.value.code)

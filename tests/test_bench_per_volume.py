@@ -6,7 +6,6 @@ the network's forward calls, and that timing the network leaves nnU-Net's logits
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -16,23 +15,17 @@ import torch
 from nnunet_scd.bench.per_volume import PARTS, _fold_parameters, time_per_volume
 from nnunet_scd.bench.scan import bench_dataset_json, bench_plans, bench_predictor, network_shape, tile_count
 from nnunet_scd.bench.timing import PeakMemory, build_network
-from nnunet_scd.commands import bench
 from nnunet_scd.geometry import CONFIGS
 from nnunet_scd.measure import ForwardTimer
 
 TINY = CONFIGS["tiny"]
 
 
-def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="nnunet-scd")
-    bench.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["bench", *argv])
-
 
 @pytest.mark.slow
-def test_per_volume_mode_predicts_the_scan_with_each_network_with_and_without_mirroring(tmp_path, capsys):
+def test_per_volume_mode_predicts_the_scan_with_each_network_with_and_without_mirroring(tmp_path, capsys, parse_bench):
     out = tmp_path / "per_volume.json"
-    args = _parse("--config", "tiny", "--per-volume", "--mirror", "both", "--repeats", "1", "--warmup", "0",
+    args = parse_bench("--config", "tiny", "--per-volume", "--mirror", "both", "--repeats", "1", "--warmup", "0",
                   "--json", str(out), "--quiet")
     assert args.run(args) == 0
     result = json.loads(out.read_text())
@@ -47,7 +40,7 @@ def test_per_volume_mode_predicts_the_scan_with_each_network_with_and_without_mi
     table = capsys.readouterr().out
     assert "| SCD | on |" in table and "| stock nnU-Net (PlainConvUNet) | off |" in table
 
-    args = _parse("--from-json", str(out))  # docs tables are re-rendered from such a file
+    args = parse_bench("--from-json", str(out))  # docs tables are re-rendered from such a file
     assert args.run(args) == 0
     assert capsys.readouterr().out == table
 

@@ -68,10 +68,11 @@ class Conv3d(nn.Conv3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.padding_mode == "zeros" and not isinstance(self.padding, str)
-                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-                and not torch.compiler.is_compiling()):  # inductor chooses its own kernels
+        # Inductor chooses its own kernels; asked first, because dynamo cannot trace the mkldnn queries and would
+        # break the graph at every convolution.
+        if (not torch.compiler.is_compiling() and x.shape[0] == 1 and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
             return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
                                             self.groups)
         return super().forward(x)
