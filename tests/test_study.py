@@ -178,3 +178,28 @@ def test_the_enrichment_table_averages_seeds_and_leaves_out_a_class_a_seed_lacke
     assert "| arm | keep | foreground | liver | aorta |" in text
     assert "| guided | 0.25 | 3.5/1.5 | 3.0/1.0 | 5.0/2.0 |" in text
     assert "| dense |" not in text.split("Enrichment of the kept tokens")[1]  # no selection, no figures
+
+
+def test_each_label_free_rule_is_paired_with_the_default_and_judged_by_the_scorer_rule() -> None:
+    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, "", default=True), Arm("random", "T", 0.25, ""),
+            Arm("evenly", "T", 0.25, ""), Arm("oracle", "T", 0.25, "", label_free=False)]
+    records = [record("dense", 0, 0.80, keep=None), record("dense", 1, 0.80, keep=None),
+               record("guided", 0, 0.70), record("guided", 1, 0.72),
+               record("random", 0, 0.75), record("random", 1, 0.76),  # +0.045 against an sd of 0.014
+               record("evenly", 0, 0.80), record("evenly", 1, 0.82), record("oracle", 0, 0.9), record("oracle", 1, 0.9)]
+    for seed in (0, 1):  # evenly gains on the mean but gives up the aorta
+        records[6 + seed]["dice"]["aorta"] = 0.40
+    report = build_report(records, arms)
+    rows = {r["arm"]: r for r in report["rows"]}
+    assert rows["random"]["vs_default_per_seed"] == pytest.approx([0.05, 0.04])
+    assert "vs_default" not in rows["guided"] and "vs_default" not in rows["dense"]
+    verdicts = {v["arm"]: v for v in report["checks"]["beats the default at keep 0.25"]}
+    assert set(verdicts) == {"random", "evenly"}  # the oracle reads the label, so it cannot be the default
+    assert verdicts["random"]["holds"] and verdicts["random"]["gain"] == pytest.approx(0.045)
+    assert not verdicts["evenly"]["holds"] and verdicts["evenly"]["losses"] == ["aorta"]
+    text = report_markdown(report)
+    assert "| random | 0.25 | 0, 1 | **0.755 ± 0.007** | -0.045 ± 0.007 | +0.045 ± 0.007 |" in text
+    assert "  - random: yes (gain over guided +0.045 against sd 0.014; no organ loses)" in text
+    assert "  - evenly: no (gain over guided +0.100 against sd 0.014; loses aorta)" in text
+    one_seed = build_report([r for r in records if r["seed"] == 0], arms)["checks"]["beats the default at keep 0.25"]
+    assert not any(v["holds"] for v in one_seed)  # one paired seed cannot beat the noise

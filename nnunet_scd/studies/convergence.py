@@ -22,15 +22,16 @@ class Arm:
     keep: float | None
     selection: str
     label_free: bool = True  # False: the arm reads the label to select (the oracle), so it is a bound
+    default: bool = False  # the project's default selection at this keep ratio, which other rules must beat
 
 
 ARMS: tuple[Arm, ...] = (
     Arm("dense", "nnUNetTrainerUNETR_Tiny_converge", None, "every token kept"),
-    Arm("guided", "nnUNetTrainerSCD_Tiny_converge", 0.25, "STP with foreground guidance (the default)"),
+    Arm("guided", "nnUNetTrainerSCD_Tiny_converge", 0.25, "STP with foreground guidance (the default)", default=True),
     Arm("unguided", "nnUNetTrainerSCD_NoGuidance_Tiny_converge", 0.25, "STP trained as in the paper"),
     Arm("random", "nnUNetTrainerSCD_RandomPruning_Tiny_converge", 0.25, "uniformly random tokens"),
     Arm("oracle", "nnUNetTrainerSCD_Oracle_Tiny_converge", 0.25, "most ground-truth foreground", label_free=False),
-    Arm("guided@0.1", "nnUNetTrainerSCD_keep0p1_Tiny_converge", 0.1, "STP with foreground guidance"),
+    Arm("guided@0.1", "nnUNetTrainerSCD_keep0p1_Tiny_converge", 0.1, "STP with foreground guidance", default=True),
     Arm("random@0.1", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge", 0.1, "uniformly random tokens"),
     Arm("unguided@0.1", "nnUNetTrainerSCD_NoGuidance_keep0p1_Tiny_converge", 0.1, "STP trained as in the paper"),
     Arm("oracle@0.1", "nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge", 0.1, "most ground-truth foreground",

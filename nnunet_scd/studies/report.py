@@ -2,9 +2,11 @@
 
 The table gives per arm the final validation Dice (nnU-Net's evaluator on the held-out cases of the
 fold), mean ± sd over training seeds, per organ and on average; the per-seed difference against the
-dense arm, paired by seed; and two checks: did the dense arm plateau (the last quarter of training
-adds under 1 point of validation pseudo Dice), and does selection matter (among the label-free sparse arms
-at one keep ratio, best and worst mean Dice differ by more than twice the largest seed sd).
+dense arm and against the default selection at the same keep ratio, paired by seed; and three checks:
+did the dense arm plateau (the last quarter of training adds under 1 point of validation pseudo Dice),
+does selection matter (among the label-free sparse arms at one keep ratio, best and worst mean Dice
+differ by more than twice the largest seed sd), and does each label-free rule beat the default by the
+scorer issue's rule (``BEATS_DEFAULT``; a necessary condition for a new default, not a decision).
 A second table gives the enrichment of the kept tokens at the last validation, per stage and per class,
 mean over seeds: how much more often a kept token holds foreground (or a class) than a token drawn at
 random does.
@@ -22,9 +24,11 @@ from typing import Any
 
 from nnunet_scd.studies.convergence import Arm
 
-__all__ = ["PLATEAU_GAIN", "build_report", "last_quarter_gain", "plot_curves", "report_markdown"]
+__all__ = ["PLATEAU_GAIN", "BEATS_DEFAULT", "build_report", "last_quarter_gain", "plot_curves", "report_markdown"]
 
 PLATEAU_GAIN = 0.01  # the most the last quarter of training may add to the dense arm's validation pseudo Dice
+BEATS_DEFAULT = ("its mean Dice gain over the default, paired by seed, exceeds the larger seed sd of the two, "
+                    "and no organ loses more than that organ's larger seed sd")
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -62,11 +66,28 @@ def _paired(runs: dict[int, dict[str, Any]], other: dict[int, dict[str, Any]]) -
     return [runs[s]["dice_mean"] - other[s]["dice_mean"] for s in sorted(runs) if s in other]
 
 
+def _beats_default(row: dict[str, Any], default: dict[str, Any], runs: dict[int, dict[str, Any]],
+                      default_runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The scorer issue's rule for a new default selection (``BEATS_DEFAULT``), row against the default's row."""
+    gains = _paired(runs, default_runs)
+    seeds = [s for s in sorted(runs) if s in default_runs]
+    organ_change = {o: statistics.fmean(runs[s]["dice"][o] - default_runs[s]["dice"][o] for s in seeds)
+                    for o in row["organs"]} if seeds else {}
+    organ_sd = {o: max(row["organs"][o][1], default["organs"][o][1]) for o in row["organs"]}
+    losses = [o for o, change in organ_change.items() if change < -organ_sd[o]]
+    sd = max(row["dice_sd"], default["dice_sd"])
+    judged = len(gains) >= 2
+    gain = statistics.fmean(gains) if gains else math.nan
+    return {"arm": row["arm"], "default": default["arm"], "gain": gain, "sd": sd, "losses": losses,
+            "judged": judged, "holds": judged and gain > sd and not losses}
+
+
 def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], reference: str = "dense") -> dict[str, Any]:
     """Per-arm statistics and the study's checks from the records of one setting, arms in the given order."""
     by_arm: dict[str, dict[int, dict[str, Any]]] = {}
     for record in records:
         by_arm.setdefault(record["arm"], {})[int(record["seed"])] = record
+    defaults = {a.keep: a.name for a in arms if a.default and a.name in by_arm}
     organs = list(next(iter(records))["dice"]) if records else []
     rows = []
     for arm in [a for a in arms if a.name in by_arm]:
@@ -86,6 +107,11 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
             paired = _paired(runs, by_arm[reference])
             row["vs_reference"] = _mean_sd(paired) if paired else None
             row["vs_reference_per_seed"] = paired
+        default = defaults.get(arm.keep)
+        if default is not None and name != default:
+            paired = _paired(runs, by_arm[default])
+            row["vs_default"] = _mean_sd(paired) if paired else None
+            row["vs_default_per_seed"] = paired
         rows.append(row)
     report: dict[str, Any] = {"rows": rows, "organs": organs, "reference": reference, "checks": {}}
     if reference in by_arm:
@@ -105,6 +131,11 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
                 "arms": [r["arm"] for r in free], "spread": spread, "largest_sd": largest_sd, "judged": judged,
                 "holds": judged and spread > 2 * largest_sd, "best": best["arm"], "worst": worst["arm"],
                 "paired": _paired(by_arm[best["arm"]], by_arm[worst["arm"]])}
+        default = next((r for r in rows if r["arm"] == defaults.get(keep)), None)
+        contenders = [r for r in free if default is not None and r is not default]
+        if contenders:
+            report["checks"][f"beats the default at keep {keep:g}"] = [
+                _beats_default(r, default, by_arm[r["arm"]], by_arm[default["arm"]]) for r in contenders]
     return report
 
 
@@ -120,14 +151,15 @@ def _pm(mean_sd: tuple[float, float] | None, signed: bool = False, seeds: int = 
 def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
     """The report as Markdown: one table of arms, then the checks."""
     organs = report["organs"]
-    head = ["arm", "keep", "seeds", "mean Dice", f"- {report['reference']}, paired", *organs, "iterations",
-            "wall s (median)"]
+    head = ["arm", "keep", "seeds", "mean Dice", f"- {report['reference']}, paired", "- default, paired", *organs,
+            "iterations", "wall s (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
         n = len(row["seeds"])
         cells = [row["arm"], "all" if row["keep"] is None else f"{row['keep']:g}",
                  ", ".join(map(str, row["seeds"])), f"**{_pm((row['dice_mean'], row['dice_sd']), seeds=n)}**",
                  _pm(row.get("vs_reference"), signed=True, seeds=len(row.get("vs_reference_per_seed", ()))),
+                 _pm(row.get("vs_default"), signed=True, seeds=len(row.get("vs_default_per_seed", ()))),
                  *(_pm(row["organs"][o], seeds=n) for o in organs), "/".join(map(str, row["iterations"])),
                  f"{row['wall_seconds_median']:.0f}" if row["wall_seconds_median"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -138,6 +170,9 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
             lines.append(f"- **{report['reference']} arm plateaued** (validation pseudo Dice gained under "
                          f"{PLATEAU_GAIN} in the last quarter of training): {'yes' if check['holds'] else 'NO'} "
                          f"(gain per seed: {gains})")
+        elif name.startswith("beats the default"):
+            lines.append(f"- **{name}** ({BEATS_DEFAULT}):")
+            lines += [f"  - {_beats_default_markdown(verdict)}" for verdict in check]
         else:
             verdict = "yes" if check["holds"] else "NO" if check["judged"] else "not judged, an arm has one seed"
             lines.append(f"- **{name}** (best - worst mean Dice of {', '.join(check['arms'])} > 2 x the largest seed "
@@ -147,6 +182,14 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
     lines += _enrichment_markdown(report)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def _beats_default_markdown(verdict: dict[str, Any]) -> str:
+    if not verdict["judged"]:
+        return f"{verdict['arm']}: not judged, fewer than two seeds paired with {verdict['default']}"
+    losses = f"loses {', '.join(verdict['losses'])}" if verdict["losses"] else "no organ loses"
+    return (f"{verdict['arm']}: {'yes' if verdict['holds'] else 'no'} (gain over {verdict['default']} "
+            f"{verdict['gain']:+.3f} against sd {verdict['sd']:.3f}; {losses})")
 
 
 def _enrichment_markdown(report: dict[str, Any]) -> list[str]:
