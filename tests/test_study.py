@@ -69,14 +69,12 @@ def test_the_study_trains_only_what_the_results_file_lacks(tmp_path: Path, monke
     assert trained == []
 
 
-def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path) -> None:
-    arm = CONVERGENCE.arm("guided")
-    ws = Workspace(tmp_path, SETTING)
-    fold = ws.fold_dir(arm.trainer, seed=1)
+def finished_fold(fold: Path, dice: float = 0.6) -> None:
+    """What nnU-Net leaves in a fold folder that trained two epochs and ran its final validation."""
     (fold / "validation").mkdir(parents=True)
     (fold.parent / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "aorta": 2}}))
     (fold / "validation" / "summary.json").write_text(json.dumps({
-        "foreground_mean": {"Dice": 0.6}, "mean": {"1": {"Dice": 0.9}, "2": {"Dice": 0.3}},
+        "foreground_mean": {"Dice": dice}, "mean": {"1": {"Dice": 0.9}, "2": {"Dice": 0.3}},
         "metric_per_case": [{}, {}, {}]}))
     (fold / "training_log_2026_1_1_00_00_00.txt").write_text(
         "x: Pseudo dice [np.float32(0.5), np.float32(nan)] \nx: Epoch time: 10.5 s \n"
@@ -85,6 +83,13 @@ def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path)
         "x: STP foreground enrichment of kept tokens (validation; random pruning = 1), per stage: 3.70, 2.10\n"
         "x: STP per-class enrichment of kept tokens (validation; nan: class absent), per stage: liver 3.10, "
         "aorta nan; liver 2.00, aorta 0.50\n")
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+
+
+def test_a_finished_fold_becomes_a_record_from_nnunets_own_files(tmp_path: Path) -> None:
+    arm = CONVERGENCE.arm("guided")
+    ws = Workspace(tmp_path, SETTING)
+    finished_fold(ws.fold_dir(arm.trainer, seed=1))
     rec = runner.fold_record(ws, SETTING, arm, seed=1)
     assert rec["enrichment"] == [3.7, 2.1]  # the last validation's
     assert rec["class_enrichment"][1] == {"liver": 2.0, "aorta": 0.5}
@@ -203,3 +208,79 @@ def test_each_label_free_rule_is_paired_with_the_default_and_judged_by_the_score
     assert "  - evenly: no (gain over guided +0.100 against sd 0.014; loses aorta)" in text
     one_seed = build_report([r for r in records if r["seed"] == 0], arms)["checks"]["beats the default at keep 0.25"]
     assert not any(v["holds"] for v in one_seed)  # one paired seed cannot beat the noise
+
+
+def slim_report(encoder_flops: float, tokens: list[int]) -> dict[str, Any]:
+    """An ``nnunet-scd slim --json`` report: the unsearched network, and a slim one that keeps ``encoder_flops`` of its
+    encoder FLOPs and half its parameters and latencies."""
+    dense = {"params": 100, "encoder_params": 80, "flops": 1000, "encoder_flops": 800, "latency_ms": 10.0,
+             "encoder_latency_ms": 4.0, "block_tokens": [256] * len(tokens)}
+    slim = {"params": 60, "encoder_params": 40, "flops": 1000 - 800 * (1 - encoder_flops),
+            "encoder_flops": 800 * encoder_flops, "latency_ms": 5.0, "encoder_latency_ms": 2.0, "block_tokens": tokens}
+    return {"widths": [], "tokens": {"kind": "rank", "kept": tokens}, "budget": 0.7,
+            "costs": {"dense": dense, "slim": slim, "slim + pixel classifier": slim}}
+
+
+def test_a_search_arm_searches_slims_into_plans_of_its_own_and_fine_tunes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arm = CONVERGENCE.arm("search-rank")
+    ws = Workspace(tmp_path, SETTING)
+    plans = runner.slim_plans_name(arm, 2)
+    assert plans == "nnUNetPlans_slim0p7_search-rank_seed2"  # each seed slices its own search
+    steps_run: list[tuple[str, ...]] = []
+
+    def fake_train(ws: Workspace, label: str, trainer: str, seed: int, device: str = "cpu", epochs: int | None = None,
+                   plans: str = "nnUNetPlans") -> None:
+        steps_run.append(("train", trainer, plans))
+        fold = ws.fold_dir(trainer, seed, plans)
+        if not fold.is_dir():
+            finished_fold(fold, dice=0.8 if trainer == arm.trainer else 0.1)
+
+    def fake_run_logged(step: str, command: list[str], log_file: Path, env: dict[str, str], on_line=None) -> None:
+        steps_run.append(("slim", *command[3:]))
+        assert env["nnUNet_results"] == str(ws.results(2))  # the slim reads this seed's search
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        Path(command[command.index("--json") + 1]).write_text(json.dumps(slim_report(0.5, [256, 128, 64])))
+
+    monkeypatch.setattr(runner.steps, "train", fake_train)
+    monkeypatch.setattr(runner.steps, "run_logged", fake_run_logged)
+    rec = runner._train(ws, SETTING, arm, 2, "cpu")
+    assert steps_run == [
+        ("train", arm.search, "nnUNetPlans"),
+        ("slim", "slim", "-d", "998", "-c", "3d_fullres", "-f", "0", "--budget", "0.7", "-tr", arm.search,
+         "--plans-name", plans, "--json", str(ws.logs / f"slim_{plans}.json")),
+        ("train", arm.trainer, plans)]
+    assert rec["dice_mean"] == 0.8  # the fine-tuned subnet's validation, not the search's
+    assert rec["search"]["trainer"] == arm.search and rec["search"]["costs"]["slim"]["block_tokens"] == [256, 128, 64]
+    assert rec["search"]["epoch_seconds_total"] == 20.0
+    assert rec["command"].split("; ")[1].startswith("nnunet-scd slim -d 998") and f"-p {plans}" in rec["command"]
+    steps_run.clear()
+    runner._train(ws, SETTING, arm, 2, "cpu")  # a second sitting: the slim report is there, so no second slim
+    assert [s[0] for s in steps_run] == ["train", "train"]
+
+
+def test_the_search_table_gives_each_arms_kept_share_and_tokens_per_seed() -> None:
+    arms = [Arm("dense", "T", None, ""), Arm("search-rank", "T", None, "", search="S", budget=0.7)]
+    records = [record("dense", 0, 0.8, keep=None)]
+    for seed, share in ((0, 0.6), (1, 0.7)):
+        searched = record("search-rank", seed, 0.8, keep=None)
+        searched["search"] = {"budget": 0.7, "iterations": 3000, **slim_report(share, [256, 100 + seed])}
+        records.append(searched)
+    text = report_markdown(build_report(records, arms))
+    assert "| search-rank | 0.7 | 3000 + 400 | 0.500 ± 0.000 | 0.650 ± 0.071 | 0.500 ± 0.000 | 0.500 ± 0.000 | " \
+           "256/100; 256/101 |" in text
+    assert "| dense |" not in text.split("Joint search:")[1]
+
+
+def test_every_arm_names_trainers_nnunet_finds_and_a_search_arm_fine_tunes_with_its_searchs_slim_trainer() -> None:
+    from nnunet_scd.studies.convergence import ARMS
+    from nnunet_scd.trainers.catalog import TRAINERS
+
+    for arm in ARMS:
+        assert arm.trainer in TRAINERS, arm.name
+        if arm.search is not None:
+            assert TRAINERS[arm.search].slim_trainer == arm.trainer, arm.name
+            assert 0 < arm.budget <= 1 and arm.keep is None
+            assert TRAINERS[arm.search].recipe == TRAINERS[arm.trainer].recipe  # search and fine-tune alike long
+    searched = [a for a in ARMS if a.search]
+    assert {a.budget for a in searched} == {0.7}  # the issue compares them at one FLOP budget

@@ -6,7 +6,9 @@ Every finished run is recorded in the results file (one JSON line each, meant to
 the table and figure are rebuilt from that file alone, so a study can be finished over several
 sittings and machines: a rerun skips what the file holds. Arms: dense, guided, unguided, random,
 oracle (keep 0.25); guided@0.1, random@0.1, oracle@0.1; nnU-Net (stock, the dense arm's CPU time);
-the scorer designs evenly, boundary, context and topk at keep 0.25 and 0.1.
+the scorer designs evenly, boundary, context, topk and quota at keep 0.25 and 0.1; the joint search
+of the dense UNETR (search-channels, search-position, search-rank: search, `nnunet-scd slim` at
+budget 0.7 into plans of each seed, fine-tune), compared with the dense arm.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "study",
-        help="the convergence study: dense, guided, unguided, random and oracle token selection through "
-             "nnUNetv2_train, recorded run by run (hours on CPU)",
+        help="the convergence study: dense, guided, unguided, random and oracle token selection, the scorer "
+             "designs and the joint search, through nnUNetv2_train, recorded run by run (hours on CPU)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

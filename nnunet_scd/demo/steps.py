@@ -99,9 +99,9 @@ class Workspace:
     def dataset_folder_name(self) -> str:
         return f"Dataset{self.config.dataset_id:03d}_{self.config.dataset_name}"
 
-    def fold_dir(self, trainer: str, seed: int) -> Path:
+    def fold_dir(self, trainer: str, seed: int, plans: str = "nnUNetPlans") -> Path:
         c = self.config
-        return (self.results(seed) / self.dataset_folder_name / f"{trainer}__nnUNetPlans__{c.configuration}"
+        return (self.results(seed) / self.dataset_folder_name / f"{trainer}__{plans}__{c.configuration}"
                 / f"fold_{c.fold}")
 
     def predictions(self, trainer: str, seed: int) -> Path:
@@ -232,21 +232,22 @@ def validation_keys(ws: Workspace) -> list[str]:
 _EPOCH = re.compile(r"Epoch (\d+)\s*$")
 
 
-def train(ws: Workspace, label: str, trainer: str, seed: int, device: str = "cpu", epochs: int | None = None) -> None:
+def train(ws: Workspace, label: str, trainer: str, seed: int, device: str = "cpu", epochs: int | None = None,
+          plans: str = "nnUNetPlans") -> None:
     """Step 3: ``nnUNetv2_train`` on the fold; a finished fold is skipped, an interrupted one continued.
 
     ``epochs`` sizes the progress bar (default: the demo budget's).
     """
     c = ws.config
     epochs = c.budget.epochs if epochs is None else epochs
-    fold_dir = ws.fold_dir(trainer, seed)
+    fold_dir = ws.fold_dir(trainer, seed, plans)
     if (fold_dir / "checkpoint_final.pth").is_file():
         log(f"Training {label} ({trainer}, seed {seed}): already finished ({fold_dir})")
         return
     resume = any((fold_dir / f"checkpoint_{n}.pth").is_file() for n in ("latest", "best"))
     command = [nnunet_script("nnUNetv2_train"), str(c.dataset_id), c.configuration, str(c.fold), "-tr", trainer,
-               "-device", device] + (["--c"] if resume else [])
-    log_file = ws.logs / f"train_{trainer}_seed_{seed}.log"
+               *(["-p", plans] if plans != "nnUNetPlans" else []), "-device", device] + (["--c"] if resume else [])
+    log_file = ws.logs / f"train_{trainer}{'' if plans == 'nnUNetPlans' else f'__{plans}'}_seed_{seed}.log"
     log(f"Training {label}, seed {seed}: {' '.join(command[1:])}{' (continuing)' if resume else ''}; "
         f"{epochs} epochs (log: {log_file})")
     with progress(total=epochs, desc=f"train {label}", unit="epoch") as bar:

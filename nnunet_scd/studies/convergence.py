@@ -15,7 +15,11 @@ __all__ = ["ARMS", "CONVERGENCE", "LOW_CONTRAST", "SETTINGS", "Arm", "StudySetti
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: a display name, its nnU-Net trainer, its keep ratio per stage (None: dense) and its token rule."""
+    """One arm: a display name, its nnU-Net trainer, its keep ratio per stage (None: dense) and its token rule.
+
+    A joint-search arm names its ``search`` trainer and ``budget`` too: the search trains first, ``nnunet-scd slim``
+    slices it at the budget into plans of its own, and ``trainer`` (a slim trainer) fine-tunes the sliced subnet.
+    """
 
     name: str
     trainer: str
@@ -23,6 +27,8 @@ class Arm:
     selection: str
     label_free: bool = True  # False: the arm reads the label to select (the oracle), so it is a bound
     default: bool = False  # the project's default selection at this keep ratio, which other rules must beat
+    search: str | None = None
+    budget: float | None = None
 
 
 ARMS: tuple[Arm, ...] = (
@@ -51,6 +57,16 @@ ARMS: tuple[Arm, ...] = (
     Arm("quota", "nnUNetTrainerSCD_ClassQuota_Tiny_converge", 0.25, "guided STP, half kept as per-class quotas"),
     Arm("quota@0.1", "nnUNetTrainerSCD_ClassQuota_keep0p1_Tiny_converge", 0.1,
         "guided STP, half kept as per-class quotas"),
+    # The joint search (ViT-Slim's three dimensions) against the unsearched dense arm, at one FLOP budget.
+    Arm("search-channels", "nnUNetTrainerUNETRSlim_Tiny_converge", None,
+        "dense UNETR, attention channels and MLP neurons searched, sliced at 0.7, fine-tuned",
+        search="nnUNetTrainerUNETRSearch_Tiny_converge", budget=0.7),
+    Arm("search-position", "nnUNetTrainerUNETRSlim_Tiny_converge", None,
+        "as search-channels, with token masks per grid position",
+        search="nnUNetTrainerUNETRSearchPositionTokens_Tiny_converge", budget=0.7),
+    Arm("search-rank", "nnUNetTrainerUNETRSlim_Tiny_converge", None,
+        "as search-channels, with token masks per rank of the evenly spaced order",
+        search="nnUNetTrainerUNETRSearchRankTokens_Tiny_converge", budget=0.7),
 )
 
 

@@ -82,6 +82,25 @@ def _beats_default(row: dict[str, Any], default: dict[str, Any], runs: dict[int,
             "judged": judged, "holds": judged and gain > sd and not losses}
 
 
+_DEPLOYED = "slim + pixel classifier"  # what the slim trainer fine-tunes and predicts with
+
+
+def _search_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A joint-search arm's subnet against its unsearched network, from each seed's slim report: mean ± sd over seeds
+    of the kept share of encoder parameters and FLOPs and of the fastest latencies, and the tokens per block."""
+    runs = [r for r in runs if r.get("search")]
+    if not runs:
+        return None
+
+    def share(key: str) -> tuple[float, float]:
+        return _mean_sd([r["search"]["costs"][_DEPLOYED][key] / r["search"]["costs"]["dense"][key] for r in runs])
+
+    return {"budget": runs[0]["search"]["budget"], "iterations": runs[0]["search"]["iterations"],
+            "encoder_params": share("encoder_params"), "encoder_flops": share("encoder_flops"),
+            "encoder_latency": share("encoder_latency_ms"), "latency": share("latency_ms"),
+            "tokens": [r["search"]["costs"][_DEPLOYED]["block_tokens"] for r in runs]}
+
+
 def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], reference: str = "dense") -> dict[str, Any]:
     """Per-arm statistics and the study's checks from the records of one setting, arms in the given order."""
     by_arm: dict[str, dict[int, dict[str, Any]]] = {}
@@ -101,6 +120,7 @@ def build_report(records: Sequence[dict[str, Any]], arms: Sequence[Arm], referen
         row["dice_per_seed"] = [runs[s]["dice_mean"] for s in seeds]
         row["organs"] = {o: _mean_sd([runs[s]["dice"][o] for s in seeds]) for o in organs}
         row["enrichment"] = _mean_enrichment([runs[s] for s in seeds])
+        row["search"] = _search_summary([runs[s] for s in seeds])
         walls = [r["wall_seconds"] for r in runs.values() if r.get("wall_seconds")]
         row["wall_seconds_median"] = statistics.median(walls) if walls else None
         if name != reference and reference in by_arm:
@@ -180,6 +200,7 @@ def report_markdown(report: dict[str, Any], notes: Sequence[str] = ()) -> str:
                          f"{check['best']} - {check['worst']} paired by seed: "
                          f"{', '.join(f'{d:+.3f}' for d in check['paired'])})")
     lines += _enrichment_markdown(report)
+    lines += _search_markdown(report)
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -210,6 +231,28 @@ def _enrichment_markdown(report: dict[str, Any]) -> list[str]:
         overall, per_class = row["enrichment"]
         cells = [row["arm"], f"{row['keep']:g}", stages(overall),
                  *(stages([stage.get(c, math.nan) for stage in per_class]) if per_class else "n/a" for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _search_markdown(report: dict[str, Any]) -> list[str]:
+    """The joint-search table: per searched arm, what its subnet keeps of the unsearched network, per seed's slim
+    report (``nnunet-scd slim``: exact parameters and FLOPs of one patch, fastest of interleaved batch-1 passes)."""
+    rows = [r for r in report["rows"] if r.get("search")]
+    if not rows:
+        return []
+    lines = ["", "Joint search: the fine-tuned subnet against the unsearched network, as each seed's `nnunet-scd slim` "
+             "measured it (kept share, mean over seeds; latency: fastest of interleaved batch-1 passes over one "
+             "patch, on a machine the study may have been using).", "",
+             "| arm | budget | search + fine-tune iterations | encoder params | encoder FLOPs | encoder latency | "
+             "network latency | tokens per block (per seed) |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        search, n = row["search"], len(row["seeds"])
+        tokens = "; ".join("/".join(map(str, t)) for t in search["tokens"])
+        iterations = f"{search['iterations']} + {'/'.join(map(str, row['iterations']))}"
+        cells = [row["arm"], f"{search['budget']:g}", iterations,
+                 *(_pm(search[k], seeds=n) for k in ("encoder_params", "encoder_flops", "encoder_latency", "latency")),
+                 tokens]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 

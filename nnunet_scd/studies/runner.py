@@ -2,10 +2,12 @@
 
 Every (arm, seed) is one ``nnUNetv2_train`` of the study's fold on the same preprocessed phantoms,
 ending with nnU-Net's own sliding-window validation of the held-out cases and its evaluator
-(``validation/summary.json``). The phantoms, plans and per-seed results folders live in the work
-folder (the demo's layout); the record goes to the results file. A run already recorded for the same
-setting is skipped, a finished but unrecorded one is recorded without training, and an interrupted
-one continues with ``--c``.
+(``validation/summary.json``). A joint-search arm is three steps: ``nnUNetv2_train`` of its search
+trainer, ``nnunet-scd slim`` into plans of that arm and seed, and ``nnUNetv2_train`` of its slim
+trainer on those plans; its record is the fine-tuned subnet's, with the slim report's costs.
+The phantoms, plans and per-seed results folders live in the work folder (the demo's layout); the
+record goes to the results file. A run already recorded for the same setting is skipped, a finished
+but unrecorded one is recorded without training, and an interrupted one continues where it stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
@@ -76,11 +79,16 @@ def _trainer_recipe(trainer: str) -> dict[str, Any]:
     return asdict(TRAINERS[trainer].recipe)
 
 
+def slim_plans_name(arm: Arm, seed: int) -> str:
+    """The plans a joint-search arm's seed is sliced into: each search derives its own subnet."""
+    return f"nnUNetPlans_slim{format(arm.budget, 'g').replace('.', 'p')}_{arm.name}_seed{seed}"
+
+
 def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> dict[str, Any]:
     """The record of one finished (arm, seed) from its fold folder: nnU-Net's validation summary and log."""
     from nnunet_scd.trainers.training_log import epoch_times, last_enrichment, pseudo_dice
 
-    fold_dir = ws.fold_dir(arm.trainer, seed)
+    fold_dir = ws.fold_dir(arm.trainer, seed, slim_plans_name(arm, seed) if arm.search else "nnUNetPlans")
     summary_file = fold_dir / "validation" / "summary.json"
     if not summary_file.is_file():
         raise DemoError(f"{summary_file} is missing: the training of {arm.name} (seed {seed}) did not reach nnU-Net's "
@@ -113,14 +121,48 @@ def fold_record(ws: Workspace, setting: StudySetting, arm: Arm, seed: int) -> di
     }
 
 
+def _search_and_slim(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: str) -> dict[str, Any]:
+    """A joint-search arm's first two steps, each skipped when done: the search, then ``nnunet-scd slim`` at the
+    arm's budget. Returns the slim report (``nnunet-scd slim --json``)."""
+    plans = slim_plans_name(arm, seed)
+    report_file = ws.logs / f"slim_{plans}.json"
+    with stage(f"search {arm.name}, seed {seed}", ws.logs):
+        steps.train(ws, f"{arm.name} search", arm.search, seed, device=device,
+                    epochs=_trainer_recipe(arm.search)["epochs"])
+    if not report_file.is_file():
+        command = [sys.executable, "-m", "nnunet_scd.cli", "slim", "-d", str(setting.dataset_id),
+                   "-c", setting.configuration, "-f", str(setting.fold), "--budget", f"{arm.budget:g}",
+                   "-tr", arm.search, "--plans-name", plans, "--json", str(report_file)]
+        log(f"Slimming {arm.name}, seed {seed}: nnunet-scd {' '.join(command[3:])}")
+        with stage(f"slim {arm.name}, seed {seed}", ws.logs):
+            steps.run_logged(f"slim {arm.name}", command, ws.logs / f"slim_{plans}.log", ws.environment(seed))
+    return json.loads(report_file.read_text())
+
+
 def _train(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: str) -> dict[str, Any]:
     """Train one (arm, seed), or reuse its finished fold, and return its record."""
-    fold_dir = ws.fold_dir(arm.trainer, seed)
-    already = (fold_dir / "validation" / "summary.json").is_file()
+    plans = slim_plans_name(arm, seed) if arm.search else "nnUNetPlans"
+    already = (ws.fold_dir(arm.trainer, seed, plans) / "validation" / "summary.json").is_file()
     start = time.perf_counter()
+    slim = _search_and_slim(ws, setting, arm, seed, device) if arm.search else None
     with stage(f"train {arm.name}, seed {seed}", ws.logs):
-        steps.train(ws, arm.name, arm.trainer, seed, device=device, epochs=_trainer_recipe(arm.trainer)["epochs"])
+        steps.train(ws, arm.name, arm.trainer, seed, device=device, epochs=_trainer_recipe(arm.trainer)["epochs"],
+                    plans=plans)
     record = fold_record(ws, setting, arm, seed)
+    train = f"nnUNet_SCD_seed={seed} nnUNetv2_train {setting.dataset_id} {setting.configuration} {setting.fold} -tr"
+    commands = [f"{train} {arm.trainer}{'' if plans == 'nnUNetPlans' else f' -p {plans}'} -device {device}"]
+    if slim is not None:
+        from nnunet_scd.trainers.training_log import epoch_times
+
+        search = _trainer_recipe(arm.search)
+        record["search"] = {
+            "trainer": arm.search, "budget": arm.budget, "plans": plans,
+            "iterations": search["epochs"] * search["iterations_per_epoch"],
+            "epoch_seconds_total": round(sum(epoch_times(ws.fold_dir(arm.search, seed))), 1),
+            "widths": slim["widths"], "tokens": slim["tokens"], "costs": slim["costs"]}
+        commands[:0] = [f"{train} {arm.search} -device {device}",
+                        f"nnunet-scd slim -d {setting.dataset_id} -c {setting.configuration} -f {setting.fold} "
+                        f"--budget {arm.budget:g} -tr {arm.search} --plans-name {plans}"]
     record.update({
         "wall_seconds": None if already else round(time.perf_counter() - start, 1),
         "device": _device_name(device),
@@ -128,8 +170,7 @@ def _train(ws: Workspace, setting: StudySetting, arm: Arm, seed: int, device: st
         "versions": _versions(),
         "git_commit": _git_commit(),
         "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": f"nnUNet_SCD_seed={seed} nnUNetv2_train {setting.dataset_id} {setting.configuration} "
-                   f"{setting.fold} -tr {arm.trainer} -device {device}",
+        "command": "; ".join(commands),
     })
     return record
 
