@@ -113,8 +113,8 @@ def test_last_quarter_gain_compares_the_last_tenth_with_the_tenth_ending_at_thre
 
 
 def test_report_pairs_seeds_against_dense_and_runs_both_checks() -> None:
-    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, ""), Arm("random", "T", 0.25, ""),
-            Arm("oracle", "T", 0.25, "", label_free=False)]
+    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, "", baseline=True),
+            Arm("random", "T", 0.25, "", baseline=True), Arm("oracle", "T", 0.25, "", label_free=False)]
     records = [record("dense", 0, 0.80, keep=None, curve=[0.8] * 8),
                record("dense", 1, 0.70, keep=None, curve=[0.8] * 6 + [0.9, 1.0]),
                record("guided", 0, 0.78), record("guided", 1, 0.69), record("random", 0, 0.60),
@@ -186,8 +186,9 @@ def test_the_enrichment_table_averages_seeds_and_leaves_out_a_class_a_seed_lacke
 
 
 def test_each_label_free_rule_is_paired_with_the_default_and_judged_by_the_scorer_rule() -> None:
-    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, "", default=True), Arm("random", "T", 0.25, ""),
-            Arm("evenly", "T", 0.25, ""), Arm("oracle", "T", 0.25, "", label_free=False)]
+    arms = [Arm("dense", "T", None, ""), Arm("guided", "T", 0.25, "", default=True, baseline=True),
+            Arm("random", "T", 0.25, "", baseline=True), Arm("evenly", "T", 0.25, ""),
+            Arm("oracle", "T", 0.25, "", label_free=False)]
     records = [record("dense", 0, 0.80, keep=None), record("dense", 1, 0.80, keep=None),
                record("guided", 0, 0.70), record("guided", 1, 0.72),
                record("random", 0, 0.75), record("random", 1, 0.76),  # +0.045 against an sd of 0.014
@@ -202,6 +203,8 @@ def test_each_label_free_rule_is_paired_with_the_default_and_judged_by_the_score
     assert set(verdicts) == {"random", "evenly"}  # the oracle reads the label, so it cannot be the default
     assert verdicts["random"]["holds"] and verdicts["random"]["gain"] == pytest.approx(0.045)
     assert not verdicts["evenly"]["holds"] and verdicts["evenly"]["losses"] == ["aorta"]
+    # A design is judged against the default, but does not widen the spread that says whether selection matters.
+    assert report["checks"]["selection matters at keep 0.25"]["arms"] == ["guided", "random"]
     text = report_markdown(report)
     assert "| random | 0.25 | 0, 1 | **0.755 ± 0.007** | -0.045 ± 0.007 | +0.045 ± 0.007 |" in text
     assert "  - random: yes (gain over guided +0.045 against sd 0.014; no organ loses)" in text

@@ -27,19 +27,24 @@ class Arm:
     selection: str
     label_free: bool = True  # False: the arm reads the label to select (the oracle), so it is a bound
     default: bool = False  # the project's default selection at this keep ratio, which other rules must beat
+    baseline: bool = False  # one of the three rules (guided, un-guided, random) whose spread says if selection matters
     search: str | None = None
     budget: float | None = None
 
 
 ARMS: tuple[Arm, ...] = (
     Arm("dense", "nnUNetTrainerUNETR_Tiny_converge", None, "every token kept"),
-    Arm("guided", "nnUNetTrainerSCD_Tiny_converge", 0.25, "STP with foreground guidance (the default)", default=True),
-    Arm("unguided", "nnUNetTrainerSCD_NoGuidance_Tiny_converge", 0.25, "STP trained as in the paper"),
-    Arm("random", "nnUNetTrainerSCD_RandomPruning_Tiny_converge", 0.25, "uniformly random tokens"),
+    Arm("guided", "nnUNetTrainerSCD_Tiny_converge", 0.25, "STP with foreground guidance (the default)",
+        default=True, baseline=True),
+    Arm("unguided", "nnUNetTrainerSCD_NoGuidance_Tiny_converge", 0.25, "STP trained as in the paper", baseline=True),
+    Arm("random", "nnUNetTrainerSCD_RandomPruning_Tiny_converge", 0.25, "uniformly random tokens", baseline=True),
     Arm("oracle", "nnUNetTrainerSCD_Oracle_Tiny_converge", 0.25, "most ground-truth foreground", label_free=False),
-    Arm("guided@0.1", "nnUNetTrainerSCD_keep0p1_Tiny_converge", 0.1, "STP with foreground guidance", default=True),
-    Arm("random@0.1", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge", 0.1, "uniformly random tokens"),
-    Arm("unguided@0.1", "nnUNetTrainerSCD_NoGuidance_keep0p1_Tiny_converge", 0.1, "STP trained as in the paper"),
+    Arm("guided@0.1", "nnUNetTrainerSCD_keep0p1_Tiny_converge", 0.1, "STP with foreground guidance",
+        default=True, baseline=True),
+    Arm("random@0.1", "nnUNetTrainerSCD_RandomPruning_keep0p1_Tiny_converge", 0.1, "uniformly random tokens",
+        baseline=True),
+    Arm("unguided@0.1", "nnUNetTrainerSCD_NoGuidance_keep0p1_Tiny_converge", 0.1, "STP trained as in the paper",
+        baseline=True),
     Arm("oracle@0.1", "nnUNetTrainerSCD_Oracle_keep0p1_Tiny_converge", 0.1, "most ground-truth foreground",
         label_free=False),
     Arm("nnU-Net", "nnUNetTrainer_converge", None, "stock nnU-Net, the dense arm's wall time"),
