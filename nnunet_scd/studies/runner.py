@@ -42,9 +42,20 @@ def setting_id(setting: StudySetting) -> str:
             f"{setting.seed}{contrast}), {setting.configuration} fold {setting.fold}")
 
 
+def _cpu_model() -> str:
+    """The processor's name where Linux gives it: wall times of runs on different CPUs are not comparable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _device_name(device: str) -> str:
     if device == "cpu":
-        return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+        return f"cpu ({os.cpu_count()} cores, {_cpu_model()})"
     import torch
 
     return f"{device} ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else device
