@@ -273,7 +273,10 @@ def plot_curves(records: Sequence[dict[str, Any]], arms: Sequence[Arm], path: Pa
     label_free = {a.name for a in arms if a.label_free}
     keeps = sorted({r["keep"] for r in records if r["keep"] is not None}, reverse=True) or [None]
     fig, axes = plt.subplots(1, len(keeps), figsize=(6.5 * len(keeps), 4.5), sharey=True, squeeze=False)
-    colours = dict(zip(arm_order, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, strict=False))
+    # One colour per arm that has runs, so that two arms never share one (ARMS outnumbers a 10-colour cycle).
+    present = [name for name in arm_order if any(r["arm"] == name for r in records)]
+    palette = plt.get_cmap("tab10" if len(present) <= 10 else "tab20").colors
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(present)}
     for ax, keep in zip(axes[0], keeps, strict=True):
         for name in arm_order:
             runs = [r for r in records if r["arm"] == name and r["keep"] in (keep, None)]
