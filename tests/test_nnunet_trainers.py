@@ -203,6 +203,23 @@ def test_search_masks_get_their_own_group_without_decay_at_the_mask_lr(nnunet_en
         scheduler.lr_at(3))
 
 
+def test_token_mask_logits_learn_at_their_multiple_of_the_mask_lr(nnunet_env: Path, make_trainer) -> None:
+    from nnunet_scd.search import LOGIT_LR_SCALE
+
+    cls = tr.nnUNetTrainerUNETRSearchPositionTokens_Tiny_converge
+    trainer = make_trainer(cls, [16, 32, 32], [1.0, 1.0, 1.0])
+    trainer.network = build(cls, trainer.plans_manager.plans, "3d_fullres", False)
+    optimizer, scheduler = trainer.configure_optimizers()
+    *weights, masks, logits = optimizer.param_groups
+    logit_ids = {id(p) for p in trainer.network.token_gate.logits}
+    assert {id(p) for p in logits["params"]} == logit_ids and len(logit_ids) == 6
+    assert not logit_ids & {id(p) for g in (*weights, masks) for p in g["params"]}
+    assert LOGIT_LR_SCALE == 3.0 and logits["weight_decay"] == 0.0
+    scheduler.step(300)
+    assert logits["lr"] == pytest.approx(LOGIT_LR_SCALE * masks["lr"]) and masks["lr"] == pytest.approx(
+        cls.recipe.optimizer.mask_lr_scale * scheduler.lr_at(300))
+
+
 def test_train_step_updates_weights_with_clipped_gradients(nnunet_env: Path, make_trainer) -> None:
     trainer = make_trainer(tr.nnUNetTrainerSCD_Tiny, [8, 16, 16], [1.0, 1.0, 1.0])
     trainer.network = build(tr.nnUNetTrainerSCD_Tiny, trainer.plans_manager.plans, "3d_fullres", False)

@@ -25,9 +25,10 @@ from nnunet_scd.search.slicing import (
     slice_blocks,
     token_masks,
 )
-from nnunet_scd.search.token_masks import TOKEN_MASKS, TokenMasks, TokenSchedule
+from nnunet_scd.search.token_masks import LOGIT_LR_SCALE, TOKEN_MASKS, TokenMasks, TokenSchedule
 
 __all__ = [
+    "LOGIT_LR_SCALE",
     "TOKEN_MASKS",
     "Cost",
     "EncoderCost",

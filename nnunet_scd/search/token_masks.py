@@ -53,6 +53,7 @@ from nnunet_scd.model.tokens import GatedTokens, gather_tokens
 from nnunet_scd.search.cost import block_tokens
 
 __all__ = [
+    "LOGIT_LR_SCALE",
     "TOKEN_MASKS",
     "TokenMasks",
     "TokenSchedule",
@@ -64,6 +65,11 @@ __all__ = [
 
 TOKEN_MASKS = ("position", "rank")
 _INITIAL_LOGIT = 3.0  # tanh(3) = 0.995: every token starts almost fully on, as in ViT-Slim
+# Adam moves a parameter by about its learning rate per step, whatever the scale of its gradient, so a logit that
+# starts at 3 needs 3 times the steps of a channel mask that starts at 1 to reach zero. At the masks' own rate a
+# 3000-step search could move a logit about 1.6 at most, and the token masks ended above 0.95. The search trains the
+# logits at this multiple of the masks' learning rate, so that both kinds can travel as far in one run.
+LOGIT_LR_SCALE = _INITIAL_LOGIT
 
 
 def _check_kind(kind: str) -> None:

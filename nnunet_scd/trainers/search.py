@@ -26,6 +26,7 @@ from torch import nn
 
 from nnunet_scd.nnunet.slim_plans import check_network_matches, sliced_weights_file, slim_record
 from nnunet_scd.search import (
+    LOGIT_LR_SCALE,
     WithPixelClassifier,
     apply_widths,
     load_sliced_state,
@@ -33,6 +34,7 @@ from nnunet_scd.search import (
     mask_parameters,
     mask_penalty,
     mask_statistics,
+    token_masks,
 )
 from nnunet_scd.search.plot import plot_mask_distribution
 from nnunet_scd.trainers.base import ViTTrainer
@@ -124,20 +126,23 @@ class SearchTrainer(ViTTrainer):
     def configure_optimizers(self):  # noqa: ANN201 - nnU-Net's signature
         optimizer, scheduler = super().configure_optimizers()
         # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
-        masks = {id(p) for p in mask_parameters(unwrap(self.network))}
-        mask_params = []
+        network = unwrap(self.network)
+        masks = {id(p) for p in mask_parameters(network)}
         for group in optimizer.param_groups:
-            mask_params += [p for p in group["params"] if id(p) in masks]
             group["params"] = [p for p in group["params"] if id(p) not in masks]
+        tokens = token_masks(network)
+        logits = [] if tokens is None else list(tokens.logits)
+        channel_masks = [p for p in mask_parameters(network) if all(p is not q for q in logits)]
         mask_lr_scale = self.recipe.optimizer.mask_lr_scale
-        optimizer.add_param_group({
-            "params": mask_params, "weight_decay": 0.0, "lr_scale": mask_lr_scale,
-            "lr": scheduler.lr_at(0) * mask_lr_scale,
-        })
+        for params, lr_scale in ((channel_masks, mask_lr_scale), (logits, mask_lr_scale * LOGIT_LR_SCALE)):
+            if params:
+                optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr_scale": lr_scale,
+                                           "lr": scheduler.lr_at(0) * lr_scale})
         self.print_to_log_file(
-            f"Joint search: {len(mask_params)} mask tensors without weight decay at {mask_lr_scale} x the "
+            f"Joint search: {len(channel_masks)} mask tensors without weight decay at {mask_lr_scale} x the "
             f"weights' learning rate; L1 weights attn {self.attn_penalty}, mlp {self.mlp_penalty}"
-            + (f", token {self.token_penalty} ({self.token_mask} masks)" if self.token_mask else "")
+            + (f"; {self.token_mask} token masks at {mask_lr_scale * LOGIT_LR_SCALE:g} x, L1 weight "
+               f"{self.token_penalty}" if logits else "")
         )
         return optimizer, scheduler
 
