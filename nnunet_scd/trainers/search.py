@@ -127,12 +127,14 @@ class SearchTrainer(ViTTrainer):
         optimizer, scheduler = super().configure_optimizers()
         # Masks are 2-D for attention and would otherwise be weight-decayed; only the L1 penalty may shrink them.
         network = unwrap(self.network)
-        masks = {id(p) for p in mask_parameters(network)}
+        masks = mask_parameters(network)
+        mask_ids = {id(p) for p in masks}
         for group in optimizer.param_groups:
-            group["params"] = [p for p in group["params"] if id(p) not in masks]
+            group["params"] = [p for p in group["params"] if id(p) not in mask_ids]
         tokens = token_masks(network)
         logits = [] if tokens is None else list(tokens.logits)
-        channel_masks = [p for p in mask_parameters(network) if all(p is not q for q in logits)]
+        logit_ids = {id(p) for p in logits}
+        channel_masks = [p for p in masks if id(p) not in logit_ids]
         mask_lr_scale = self.recipe.optimizer.mask_lr_scale
         for params, lr_scale in ((channel_masks, mask_lr_scale), (logits, mask_lr_scale * LOGIT_LR_SCALE)):
             if params:
